@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# ansflow-realtime: RabbitMQ in, WebSocket out, on port 8001.
+# Two stages so the image carries neither the TypeScript toolchain nor the dev dependencies.
+
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# --- build: all dependencies, compile src/ to dist/ ---------------------------------------------
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci
+COPY tsconfig*.json nest-cli.json* ./
+COPY src ./src
+RUN npm run build
+
+# --- runtime: production dependencies and dist/ only ------------------------------------------
+FROM ${NODE_IMAGE} AS runtime
+# Node as PID 1 neither reaps zombies nor gets default signal handling; tini forwards SIGTERM to Node so
+# the graceful shutdown (close sockets 1001, drain the consumer) runs when the orchestrator stops us.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tini \
+ && rm -rf /var/lib/apt/lists/*
+ENV NODE_ENV=production \
+    PORT=8001
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --ignore-scripts: no dependency needs an install script (no native modules), and skipping them keeps
+# lifecycle hooks that expect dev tools from running; CI performs this exact install outside Docker.
+RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
+COPY --from=build /app/dist ./dist
+# The image's built-in unprivileged user; files stay root-owned so the process cannot rewrite its code.
+USER node
+EXPOSE 8001
+# Liveness only: a broker outage makes the service unready, it must not get the container restarted.
+# node:*-slim has no curl; Node 20's fetch does the probe.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8001)+'/health/live').then(r=>process.exit(r.status===200?0:1),()=>process.exit(1))"]
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["node", "dist/main"]
