@@ -1,0 +1,161 @@
+"""The one way Django puts an event on the realtime exchange (contract: docs/protocol.md, "RabbitMQ (input)")."""
+
+import datetime
+import decimal
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from typing import Any, Dict, Mapping, NamedTuple, Optional
+
+from . import config
+from .errors import InvalidEvent, PublishError
+from .transport import Message, PikaTransport
+
+# Routing key = channel. Ids are Django primary keys: positive integers, as the service validates them.
+CHANNEL_RE = re.compile(r"^(?:(?:execution|pipeline|project|user)\.[1-9][0-9]{0,18}|monitor|system)$")
+
+# The service's default BROKER_MAX_MESSAGE_BYTES: a larger body would be dead-lettered, so refuse it here where
+# the caller can still see the error.
+MAX_BODY_BYTES = 256 * 1024
+
+
+class Published(NamedTuple):
+    """What a helper returns: enough for a caller (or simulate_run.py) to correlate with what clients got."""
+
+    channel: str
+    type: str
+    message_id: str
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return iso_utc(value)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def iso_utc(value: Optional[datetime.datetime] = None) -> str:
+    """ISO 8601 UTC with ``Z`` and milliseconds. A naive datetime is taken as UTC (Django's storage zone with
+    ``USE_TZ``); AnsFlow's old service sent naive strings that browsers read as local time."""
+    if value is None:
+        value = datetime.datetime.now(datetime.timezone.utc)
+    elif value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    else:
+        value = value.astimezone(datetime.timezone.utc)
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class RealtimePublisher:
+    """Publishes events with confirms; safe to share between a Django process's threads.
+
+    One lock serialises use of the transport (pika's blocking connection is not thread-safe). A recoverable
+    failure (connection dropped, channel closed) resets the transport and retries once with the same
+    ``message_id``; the service de-duplicates, so a message that was in fact stored before the failure is still
+    delivered once. A second failure raises ``PublishError``.
+    """
+
+    def __init__(self, transport=None, **overrides: Any):
+        self._settings = {**config.load(), **overrides}
+        self._transport = transport
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @property
+    def exchange(self) -> str:
+        return self._transport.exchange if self._transport is not None else self._settings["EXCHANGE"]
+
+    def _get_transport(self):
+        if self._transport is not None and self._pid != os.getpid():
+            # Forked (gunicorn/celery prefork) after connecting: a socket shared by two processes interleaves
+            # frames. Drop the parent's without closing it (closing would send close on the parent's behalf).
+            self._transport = None
+        if self._transport is None:
+            s = self._settings
+            self._transport = PikaTransport(
+                s["URL"],
+                s["EXCHANGE"],
+                declare=s["DECLARE_EXCHANGE"],
+                mandatory=s["MANDATORY"],
+                connection_name=s["CONNECTION_NAME"],
+            )
+            self._pid = os.getpid()
+        return self._transport
+
+    @staticmethod
+    def encode(channel: str, event: Mapping[str, Any], message_id: Optional[str] = None) -> Message:
+        """Validate and serialise an event; raises ``InvalidEvent`` for what the service would dead-letter."""
+        if not isinstance(channel, str) or not CHANNEL_RE.match(channel):
+            raise InvalidEvent(f"not a channel: {channel!r}")
+        if not isinstance(event, Mapping) or not isinstance(event.get("type"), str) or not event["type"]:
+            raise InvalidEvent("an event is a mapping with a non-empty string 'type'")
+        try:
+            body = json.dumps(event, default=_json_default, ensure_ascii=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as err:
+            raise InvalidEvent(f"event is not JSON serialisable: {err}") from err
+        if len(body) > MAX_BODY_BYTES:
+            raise InvalidEvent(f"event body is {len(body)} bytes, more than {MAX_BODY_BYTES}")
+        now_ms = time.time_ns() // 1_000_000
+        return Message(
+            body=body,
+            message_id=message_id or uuid.uuid4().hex,
+            timestamp=now_ms // 1000,
+            headers={"x-published-at-ms": now_ms},
+            event_type=event["type"],
+        )
+
+    def publish(self, channel: str, event: Mapping[str, Any], message_id: Optional[str] = None) -> Published:
+        """Publish one event on a channel and wait for the broker's confirm. Raises ``PublishError``."""
+        message = self.encode(channel, event, message_id)
+        with self._lock:
+            transport = self._get_transport()
+            try:
+                transport.publish(channel, message)
+            except PublishError:
+                raise
+            except Exception as err:  # noqa: BLE001 - classified right below, re-raised if not recoverable
+                if not transport.is_recoverable(err):
+                    raise PublishError(f"publish to {channel} failed: {err!r}") from err
+                transport.reset()
+                try:
+                    transport.publish(channel, message)
+                except PublishError:
+                    raise
+                except Exception as err2:  # noqa: BLE001 - second failure: give up, keep the cause
+                    transport.reset()
+                    raise PublishError(f"publish to {channel} failed after reconnecting: {err2!r}") from err2
+        return Published(channel, message.event_type, message.message_id)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._transport is not None:
+                self._transport.close()
+
+
+_default: Optional[RealtimePublisher] = None
+_default_lock = threading.Lock()
+
+
+def get_publisher() -> RealtimePublisher:
+    """The process-wide publisher, created on first use from settings."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = RealtimePublisher()
+    return _default
+
+
+def set_publisher(publisher: Optional[RealtimePublisher]) -> None:
+    """Replace the process-wide publisher (tests, or a Celery app wiring a ``KombuTransport``)."""
+    global _default
+    with _default_lock:
+        _default = publisher

@@ -1,0 +1,210 @@
+"""Two ways to reach RabbitMQ: pika (tested, the default) or a kombu connection (Celery's).
+
+A transport owns one connection and one confirm-mode channel and does exactly one thing: put a body on the
+exchange and return only once the broker confirmed it. The publisher above it owns the lock, the retry and
+the event format, so both transports behave the same to the caller.
+"""
+
+from typing import Any, Dict, Optional
+
+from .errors import ExchangeNotFound, NotConfirmed, PublishError, Unroutable
+
+
+class Message:
+    """What goes on the wire besides the routing key. Built once by the publisher, so a retry resends the
+    very same ``message_id`` (the realtime service de-duplicates on it)."""
+
+    __slots__ = ("body", "message_id", "timestamp", "headers", "event_type")
+
+    def __init__(self, body: bytes, message_id: str, timestamp: int, headers: Dict[str, Any], event_type: str):
+        self.body = body
+        self.message_id = message_id
+        self.timestamp = timestamp
+        self.headers = headers
+        self.event_type = event_type
+
+
+class PikaTransport:
+    """A ``pika.BlockingConnection`` with a confirm-mode channel. Not thread-safe by itself (pika's blocking
+    connection is not): the publisher serialises calls."""
+
+    def __init__(
+        self,
+        url: str,
+        exchange: str,
+        declare: bool = True,
+        mandatory: bool = False,
+        connection_name: Optional[str] = None,
+    ):
+        import pika  # imported here so that a kombu-only deployment does not need pika
+
+        self._pika = pika
+        self._params = pika.URLParameters(url)
+        if connection_name:
+            # Shows in `rabbitmqctl list_connections client_properties` and the management UI, which is how an
+            # operator tells Django's publisher from Celery's connections.
+            props = dict(self._params.client_properties or {})
+            props["connection_name"] = connection_name
+            self._params.client_properties = props
+        self.exchange = exchange
+        self.declare = declare
+        self.mandatory = mandatory
+        self._conn = None
+        self._channel = None
+
+    def _open_channel(self):
+        if self._conn is None or not self._conn.is_open:
+            self._conn = self._pika.BlockingConnection(self._params)
+        channel = self._conn.channel()
+        channel.confirm_delivery()
+        return channel
+
+    def _ensure_channel(self):
+        if self._channel is not None and self._channel.is_open and self._conn.is_open:
+            return self._channel
+        exc = self._pika.exceptions
+        channel = self._open_channel()
+        try:
+            # Passive first: the realtime service may have declared the exchange with arguments we do not know
+            # (an alternate exchange, say); re-declaring with other arguments would fail with 406.
+            channel.exchange_declare(self.exchange, passive=True)
+        except exc.ChannelClosedByBroker as err:
+            if err.reply_code != 404:
+                raise
+            if not self.declare:
+                raise ExchangeNotFound(f"exchange {self.exchange!r} does not exist") from err
+            # A 404 closes the channel; declare on a fresh one.
+            channel = self._open_channel()
+            channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+        self._channel = channel
+        return channel
+
+    def publish(self, routing_key: str, message: Message) -> None:
+        channel = self._ensure_channel()
+        props = self._pika.BasicProperties(
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=2,
+            message_id=message.message_id,
+            timestamp=message.timestamp,
+            headers=message.headers,
+            type=message.event_type,
+            app_id="ansflow-django",
+        )
+        exc = self._pika.exceptions
+        try:
+            # In confirm mode pika's basic_publish blocks until the broker's ack and raises on nack/return.
+            channel.basic_publish(self.exchange, routing_key, message.body, properties=props, mandatory=self.mandatory)
+        except exc.UnroutableError as err:
+            raise Unroutable(f"no queue bound for routing key {routing_key!r}") from err
+        except exc.NackError as err:
+            raise NotConfirmed(f"broker nacked message {message.message_id}") from err
+
+    def is_recoverable(self, err: BaseException) -> bool:
+        """Worth one reconnect: the connection or channel died (broker restart, idle connection dropped after
+        missed heartbeats, an exchange deleted under us). Not a nack, a return or a bad event."""
+        exc = self._pika.exceptions
+        return isinstance(
+            err,
+            (
+                exc.AMQPConnectionError,
+                exc.ChannelClosed,
+                exc.ChannelWrongStateError,
+                exc.ConnectionWrongStateError,
+                exc.StreamLostError,
+                ConnectionError,
+                OSError,
+            ),
+        )
+
+    def reset(self) -> None:
+        """Forget the connection after a failure; the next publish opens a new one."""
+        conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing an already broken connection; nothing to report
+                pass
+
+    close = reset
+
+
+class KombuTransport:
+    """Publishes through an existing kombu connection, e.g. ``celery_app.connection_for_write()``.
+
+    Publisher confirms need ``transport_options={"confirm_publish": True}`` on that connection (py-amqp
+    then waits for the ack in ``basic_publish`` and raises on a nack); without it a publish is fire-and-forget,
+    so the constructor refuses such a connection.
+    """
+
+    def __init__(self, connection, exchange: str, declare: bool = True, mandatory: bool = False):
+        import kombu
+
+        if not (connection.transport_options or {}).get("confirm_publish"):
+            raise ValueError("kombu connection needs transport_options={'confirm_publish': True}")
+        self._kombu = kombu
+        self._conn = connection
+        self.exchange = exchange
+        self.declare = declare
+        self.mandatory = mandatory
+        self._producer = None
+
+    def _ensure_producer(self):
+        if self._producer is not None:
+            return self._producer
+        channel = self._conn.default_channel
+        exchange = self._kombu.Exchange(self.exchange, type="topic", durable=True)
+        try:
+            exchange(channel).declare(passive=True)
+        except self._conn.channel_errors as err:
+            if getattr(err, "reply_code", getattr(err, "code", None)) != 404:
+                raise
+            if not self.declare:
+                raise ExchangeNotFound(f"exchange {self.exchange!r} does not exist") from err
+            channel = self._conn.default_channel  # kombu reopens the channel the 404 closed
+            exchange(channel).declare()
+        self._producer = self._kombu.Producer(channel, exchange=exchange, auto_declare=False)
+        return self._producer
+
+    def publish(self, routing_key: str, message: Message) -> None:
+        import amqp
+
+        producer = self._ensure_producer()
+        try:
+            producer.publish(
+                message.body,
+                routing_key=routing_key,
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=2,
+                mandatory=self.mandatory,
+                retry=False,  # the publisher does the one retry, with the same message_id
+                headers=message.headers,
+                message_id=message.message_id,
+                timestamp=message.timestamp,
+                type=message.event_type,
+                app_id="ansflow-django",
+            )
+        except amqp.exceptions.MessageNacked as err:
+            raise NotConfirmed(f"broker nacked message {message.message_id}") from err
+        except amqp.exceptions.ChannelError as err:
+            # py-amqp raises a basic.return of a mandatory message as a channel error with code 312 NO_ROUTE.
+            if getattr(err, "reply_code", getattr(err, "code", None)) == 312:
+                raise Unroutable(f"no queue bound for routing key {routing_key!r}") from err
+            raise
+
+    def is_recoverable(self, err: BaseException) -> bool:
+        if isinstance(err, PublishError):
+            return False
+        return isinstance(err, tuple(self._conn.connection_errors) + tuple(self._conn.channel_errors) + (OSError,))
+
+    def reset(self) -> None:
+        self._producer = None
+        try:
+            self._conn.close()
+        except Exception:  # noqa: BLE001 - the connection is already broken
+            pass
+
+    def close(self) -> None:
+        # The connection belongs to the caller (Celery); only drop our producer.
+        self._producer = None
