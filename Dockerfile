@@ -2,10 +2,8 @@
 # ansflow-realtime: RabbitMQ in, WebSocket out, on port 8001.
 # Two stages so the image carries neither the TypeScript toolchain nor the dev dependencies.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
-
 # --- build: all dependencies, compile src/ to dist/ ---------------------------------------------
-FROM ${NODE_IMAGE} AS build
+FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci
@@ -14,7 +12,7 @@ COPY src ./src
 RUN npm run build
 
 # --- runtime: production dependencies and dist/ only ------------------------------------------
-FROM ${NODE_IMAGE} AS runtime
+FROM node:20-bookworm-slim AS runtime
 # Node as PID 1 neither reaps zombies nor gets default signal handling; tini forwards SIGTERM to Node so
 # the graceful shutdown (close sockets 1001, drain the consumer) runs when the orchestrator stops us.
 RUN apt-get update \
