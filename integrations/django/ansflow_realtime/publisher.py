@@ -28,6 +28,7 @@ class Published(NamedTuple):
     channel: str
     type: str
     message_id: str
+    event: Mapping[str, Any]
 
 
 def _json_default(value: Any) -> Any:
@@ -132,7 +133,7 @@ class RealtimePublisher:
                 except Exception as err2:  # noqa: BLE001 - second failure: give up, keep the cause
                     transport.reset()
                     raise PublishError(f"publish to {channel} failed after reconnecting: {err2!r}") from err2
-        return Published(channel, message.event_type, message.message_id)
+        return Published(channel, message.event_type, message.message_id, event)
 
     def close(self) -> None:
         with self._lock:
