@@ -9,6 +9,8 @@ from typing import Any, Dict, Optional
 
 from .errors import ExchangeNotFound, NotConfirmed, PublishError, Unroutable
 
+DEFAULT_BLOCKED_TIMEOUT = 10.0  # seconds; override with ?blocked_connection_timeout= in the URL
+
 
 class Message:
     """What goes on the wire besides the routing key. Built once by the publisher, so a retry resends the
@@ -40,6 +42,10 @@ class PikaTransport:
 
         self._pika = pika
         self._params = pika.URLParameters(url)
+        if "blocked_connection_timeout" not in url:
+            # While the broker is in a memory/disk alarm it stops reading from publishers; without a bound a
+            # Django request publishing an event would hang until the alarm clears. Fail it instead.
+            self._params.blocked_connection_timeout = DEFAULT_BLOCKED_TIMEOUT
         if connection_name:
             # Shows in `rabbitmqctl list_connections client_properties` and the management UI, which is how an
             # operator tells Django's publisher from Celery's connections.

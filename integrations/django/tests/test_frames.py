@@ -118,5 +118,25 @@ class Encoding(unittest.TestCase):
         self.assertTrue(issubclass(InvalidEvent, ValueError))
 
 
+class WithoutDjango(unittest.TestCase):
+    def test_imports_and_reads_the_environment_when_django_is_absent(self):
+        import os
+        import subprocess
+        import sys
+
+        code = (
+            "import sys; sys.modules['django'] = None\n"  # makes `import django` raise ImportError
+            "import ansflow_realtime\n"
+            "from ansflow_realtime import config\n"
+            "c = config.load(); print(c['URL'], c['EXCHANGE'])\n"
+            "try:\n import ansflow_realtime.views\nexcept ImportError: print('views need django')\n"
+        )
+        env = {**os.environ, "RABBITMQ_URL": "amqp://u:p@rabbit:5672/ansflow_vhost", "RABBITMQ_EXCHANGE": "ex.env",
+               "PYTHONPATH": str(support.PACKAGE_ROOT)}
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout.splitlines(), ["amqp://u:p@rabbit:5672/ansflow_vhost ex.env", "views need django"])
+
+
 if __name__ == "__main__":
     unittest.main()
