@@ -67,6 +67,9 @@ class RealtimePublisher:
     def __init__(self, transport=None, **overrides: Any):
         self._settings = {**config.load(), **overrides}
         self._transport = transport
+        # A transport handed in (Celery's kombu connection) is the caller's to manage across forks; only the
+        # pika transport this class creates itself is replaced in a forked child.
+        self._owns_transport = transport is None
         self._lock = threading.Lock()
         self._pid = os.getpid()
 
@@ -75,7 +78,7 @@ class RealtimePublisher:
         return self._transport.exchange if self._transport is not None else self._settings["EXCHANGE"]
 
     def _get_transport(self):
-        if self._transport is not None and self._pid != os.getpid():
+        if self._owns_transport and self._transport is not None and self._pid != os.getpid():
             # Forked (gunicorn/celery prefork) after connecting: a socket shared by two processes interleaves
             # frames. Drop the parent's without closing it (closing would send close on the parent's behalf).
             self._transport = None

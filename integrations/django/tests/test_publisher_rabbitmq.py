@@ -214,6 +214,26 @@ class ConnectionLoss(PublisherCase):
         self.publisher.publish("system", {"type": "after"})
         self.assertEqual(self.received()[2]["type"], "after")
 
+    def test_a_forked_child_opens_its_own_connection_and_the_parent_keeps_its_own(self):
+        # gunicorn/Celery prefork: the publisher connected in the parent, then the process forked.
+        import os
+
+        self.publisher.publish("system", {"type": "parent-before"})
+        self.received()
+        pid = os.fork()
+        if pid == 0:  # child: publish through the inherited publisher object, report by exit status
+            try:
+                inherited = self.publisher._transport
+                self.publisher.publish("system", {"type": "child"})
+                os._exit(0 if self.publisher._transport is not inherited else 2)
+            except BaseException:  # noqa: BLE001 - any failure is the exit status the parent asserts on
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(self.received()[2]["type"], "child")
+        self.publisher.publish("system", {"type": "parent-after"})
+        self.assertEqual(self.received()[2]["type"], "parent-after")
+
     def test_an_unreachable_broker_raises_publish_error(self):
         publisher = self.make_publisher(URL="amqp://guest:guest@127.0.0.1:1/%2F?connection_attempts=1&socket_timeout=2")
         started = time.monotonic()
