@@ -1,0 +1,110 @@
+import { NestFactory } from '@nestjs/core';
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { register } from 'prom-client';
+import { AppModule } from './app.module';
+import { CloseCode, CloseReason } from './common/close-codes';
+import { createLogger, PinoNestLogger } from './common/logger';
+import { loadConfig, type AppConfig } from './config/config';
+import { ConnectionRegistry } from './gateway/connection-registry';
+import { UpgradeRouterAdapter } from './gateway/upgrade-router.adapter';
+import { ServiceState } from './health/service-state';
+import { Hub } from './hub/hub';
+import { BrokerConsumer } from './messaging/broker-consumer.service';
+import { RealtimeMetrics } from './metrics/realtime-metrics.service';
+
+export interface RunningService {
+  app: NestExpressApplication;
+  config: AppConfig;
+  logger: Logger;
+  port: number;
+  /** `http://host:port` */
+  url: string;
+  /** The shutdown sequence (SIGTERM): readiness 503, refuse upgrades, close sockets 1001, stop the consumer, close. */
+  shutdown(): Promise<void>;
+}
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { version?: string };
+    return pkg.version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/**
+ * Builds and starts the service exactly as production does; tests call it with their own environment.
+ * Throws `ConfigError` (naming every bad variable) before anything listens.
+ */
+export async function bootstrap(env: NodeJS.ProcessEnv = process.env): Promise<RunningService> {
+  const config = loadConfig(env, packageVersion());
+  const logger = createLogger(config.LOG_LEVEL, config.SERVICE_NAME);
+  if (config.jwtKeyGenerated) {
+    logger.warn('DJANGO_SECRET_KEY is not set: using a random key, so no token will verify (set it to Django\'s SECRET_KEY)');
+  }
+  // prom-client's registry is process-wide: a test that starts the app twice must not register metrics twice.
+  register.clear();
+  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, logger), {
+    bodyParser: false,
+    logger: new PinoNestLogger(logger),
+  });
+  app.use(express.json({ limit: config.PUBLISH_MAX_BODY_BYTES, strict: false }));
+  const metrics = app.get(RealtimeMetrics);
+  app.use((err: Error & { status?: number; type?: string }, _req: Request, res: Response, next: NextFunction) => {
+    // Body-parser errors: answer in JSON with the reason, not Express's HTML page.
+    if (err.type === 'entity.too.large') {
+      metrics.limitHits.inc({ limit: 'publish_body_size' });
+      metrics.publishRequests.inc({ status: '413' });
+      res.status(413).json({ statusCode: 413, error: 'Payload Too Large', message: `body larger than ${config.PUBLISH_MAX_BODY_BYTES} bytes` });
+    } else if (err.type === 'entity.parse.failed') {
+      metrics.publishRequests.inc({ status: '400' });
+      res.status(400).json({ statusCode: 400, error: 'Bad Request', message: `body is not valid JSON: ${err.message}` });
+    } else if (typeof err.status === 'number' && err.status >= 400 && err.status < 500) {
+      res.status(err.status).json({ statusCode: err.status, error: 'Bad Request', message: err.message });
+    } else next(err);
+  });
+  const adapter = new UpgradeRouterAdapter(app);
+  app.useWebSocketAdapter(adapter);
+  await app.listen(config.PORT, config.HOST);
+  const address = app.getHttpServer().address() as AddressInfo;
+  const port = address.port;
+  const url = `http://${config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST}:${port}`;
+  logger.info({ port, host: config.HOST, broker: config.RABBITMQ_URL !== undefined, authRequired: config.AUTH_REQUIRED, authz: config.AUTHZ_MODE }, 'ansflow-realtime listening');
+
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = (): Promise<void> => {
+    shuttingDown ??= runShutdown(app, adapter, config, logger);
+    return shuttingDown;
+  };
+  return { app, config, logger, port, url, shutdown };
+}
+
+async function runShutdown(app: NestExpressApplication, adapter: UpgradeRouterAdapter, config: AppConfig, logger: Logger): Promise<void> {
+  const started = Date.now();
+  const state = app.get(ServiceState);
+  const registry = app.get(ConnectionRegistry);
+  state.shuttingDown = true;
+  adapter.stopAccepting();
+  const open = registry.size;
+  logger.info({ sockets: open }, 'shutting down: refusing upgrades, closing sockets with 1001');
+  app.get(Hub).flush();
+  for (const conn of registry.connections()) conn.close(CloseCode.GoingAway, CloseReason.ShuttingDown);
+  const consumer = config.RABBITMQ_URL === undefined ? undefined : app.get(BrokerConsumer, { strict: false });
+  const deadline = started + config.SHUTDOWN_TIMEOUT_MS;
+  const stopConsumer = consumer?.stop() ?? Promise.resolve();
+  await Promise.race([stopConsumer, sleep(Math.max(0, deadline - Date.now()))]);
+  // Wait for the close handshakes (bounded), then cut whatever is left.
+  while (registry.size > 0 && Date.now() < deadline - 200) await sleep(25);
+  for (const conn of registry.connections()) conn.ws.terminate();
+  await Promise.race([app.close(), sleep(Math.max(100, deadline - Date.now()))]);
+  logger.info({ ms: Date.now() - started, sockets: open }, 'shutdown complete');
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}

@@ -1,0 +1,103 @@
+import type { IncomingMessage } from 'node:http';
+import WebSocket from 'ws';
+import type { Principal } from '../auth/principal';
+import { CloseCode, CloseReason, type CloseCodeValue } from '../common/close-codes';
+import type { Subscriber } from '../hub/hub-event';
+import type { EndpointKind } from '../metrics/metric-names';
+
+/** What the upgrade router found out about a connection before handing it to a gateway. */
+export interface UpgradeContext {
+  kind: EndpointKind;
+  /** The path id (`/ws/execution/42` → 42); undefined on monitor and system. */
+  id: number | undefined;
+  /** Undefined when no token came with the upgrade (an `auth` frame may follow, or the socket is anonymous). */
+  principal: Principal | undefined;
+  /** `?since=`: resume after this position. */
+  since: number | undefined;
+  /** `?batch=1`: the client accepts `batch` frames. */
+  batch: boolean;
+  ip: string;
+  /** The request path without its query string (which may hold a token): safe to log. */
+  path: string;
+}
+
+/** The request object a gateway receives; the router attaches its findings. */
+export interface UpgradeRequest extends IncomingMessage {
+  realtime?: UpgradeContext;
+}
+
+export type ConnectionState = 'pending_auth' | 'open' | 'closed';
+
+/**
+ * One client socket: the hub's subscriber. It writes prepared frames, and closes the socket with 4008 when the
+ * client reads too slowly (its send buffer passes the bound) instead of letting the server's memory grow.
+ * Timers live in the registry's sweep, not here.
+ */
+export class ClientConnection implements Subscriber {
+  readonly kind: EndpointKind;
+  readonly batch: boolean;
+  readonly openedAtMs = Date.now();
+  state: ConnectionState = 'pending_auth';
+  principal: Principal | undefined;
+  /** Channels this socket is subscribed to in the hub. */
+  readonly channels = new Set<string>();
+  /** Monitor sockets: executions followed with `subscribe_execution`. */
+  readonly followed = new Set<number>();
+  /** Inbound frames in the current one-second window (rate limit). */
+  framesInWindow = 0;
+  windowStartMs = 0;
+  /** Last time anything arrived from the client (frame or pong): heartbeat. */
+  lastSeenMs = Date.now();
+  pingSentMs: number | undefined;
+  closeCode: number | undefined;
+  /** The user this connection is counted under for the per-user limit. */
+  countedUser: string | undefined;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly ctx: UpgradeContext,
+    private readonly sendBufferBytes: number,
+    private readonly onTooSlow: (conn: ClientConnection) => void,
+  ) {
+    this.kind = ctx.kind;
+    this.batch = ctx.batch;
+    this.principal = ctx.principal;
+  }
+
+  get userId(): string | undefined {
+    return this.principal?.userId;
+  }
+
+  write(frame: Buffer): boolean {
+    const ws = this.ws;
+    if (ws.readyState !== WebSocket.OPEN || this.state === 'closed') return false;
+    if (ws.bufferedAmount + frame.length > this.sendBufferBytes) {
+      this.onTooSlow(this);
+      return false;
+    }
+    ws.send(frame, { binary: false });
+    return true;
+  }
+
+  /** Send a frame built for this socket alone (replies, greetings). */
+  sendJson(frame: Record<string, unknown>): boolean {
+    return this.write(Buffer.from(JSON.stringify(frame)));
+  }
+
+  /** Close with a code and reason; the socket is torn down if the close handshake does not finish. */
+  close(code: CloseCodeValue, reason: string): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.closeCode = code;
+    const ws = this.ws;
+    if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING) {
+      ws.close(code, reason);
+      // A client that stopped reading never answers the close frame: do not keep its socket.
+      setTimeout(() => ws.terminate(), code === CloseCode.TooSlow ? 100 : 2000).unref();
+    }
+  }
+
+  closeTooSlow(): void {
+    this.close(CloseCode.TooSlow, CloseReason.TooSlow);
+  }
+}

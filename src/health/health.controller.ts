@@ -1,0 +1,87 @@
+import { Controller, Get, HttpCode, Inject, Res } from '@nestjs/common';
+import { HealthCheck, HealthCheckService, type HealthIndicatorResult, HealthIndicatorService } from '@nestjs/terminus';
+import type { Response } from 'express';
+import { AppInfo } from '../config/app-info';
+import { APP_CONFIG, type AppConfig } from '../config/config';
+import { ConnectionRegistry } from '../gateway/connection-registry';
+import { Hub } from '../hub/hub';
+import { RealtimeMetrics } from '../metrics/realtime-metrics.service';
+import { ServiceState } from './service-state';
+
+/**
+ * Probes. `/health/live`: the process and its event loop answer (no dependency: a broker outage must not get the
+ * container killed). `/health/ready`: take traffic (broker connected and caught up when configured; not shutting
+ * down). `/health`: the full picture for humans and the runbook (`jq .websocket`). No token, no user data.
+ */
+@Controller('health')
+export class HealthController {
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly health: HealthCheckService,
+    private readonly indicators: HealthIndicatorService,
+    private readonly state: ServiceState,
+    private readonly registry: ConnectionRegistry,
+    private readonly hub: Hub,
+    private readonly app: AppInfo,
+    private readonly metrics: RealtimeMetrics,
+  ) {}
+
+  @Get()
+  async overview(@Res({ passthrough: true }) res: Response): Promise<Record<string, unknown>> {
+    const serving = !this.state.shuttingDown;
+    res.status(serving ? 200 : 503);
+    const lastEventAt = this.hub.lastEventAt;
+    const delivered = await this.metrics.eventsSent.get();
+    return {
+      status: !serving ? 'shutting_down' : this.state.ready ? 'healthy' : 'degraded',
+      service: this.app.service,
+      version: this.app.version,
+      environment: this.config.NODE_ENV,
+      timestamp: new Date().toISOString(),
+      uptime_seconds: Math.round((Date.now() - this.state.startedAtMs) / 1000),
+      checks: {
+        broker: this.brokerCheck(),
+        shutdown: { status: this.state.shuttingDown ? 'in_progress' : 'no' },
+      },
+      websocket: {
+        connections: this.registry.size,
+        by_endpoint: this.registry.countsByKind(),
+        max_connections: this.config.WS_MAX_CONNECTIONS,
+        subscribed_channels: this.hub.channelCount,
+        messages_delivered: delivered.values.reduce((sum, v) => sum + v.value, 0),
+        events_published: this.hub.publishedCount,
+        last_event_age_seconds: lastEventAt === undefined ? null : (Date.now() - lastEventAt) / 1000,
+        latest_position: this.hub.latestPosition,
+      },
+    };
+  }
+
+  @Get('live')
+  @HttpCode(200)
+  live(): { status: string; timestamp: string } {
+    return { status: 'ok', timestamp: new Date().toISOString() };
+  }
+
+  @Get('ready')
+  @HealthCheck()
+  ready(): ReturnType<HealthCheckService['check']> {
+    return this.health.check([
+      (): HealthIndicatorResult => {
+        const i = this.indicators.check('shutdown');
+        return this.state.shuttingDown ? i.down({ message: 'shutting down' }) : i.up();
+      },
+      (): HealthIndicatorResult => {
+        const i = this.indicators.check('broker');
+        const { status, ...detail } = this.brokerCheck();
+        return status === 'down' ? i.down({ ...detail, state: status }) : i.up({ ...detail, state: status });
+      },
+    ]);
+  }
+
+  private brokerCheck(): { status: 'up' | 'down' | 'disabled'; caught_up?: boolean; message?: string } {
+    if (!this.state.brokerConfigured) return { status: 'disabled', message: 'no RABBITMQ_URL: embedded mode' };
+    if (!this.state.brokerConnected) return { status: 'down', caught_up: false, message: 'not connected' };
+    if (!this.state.brokerCaughtUp) return { status: 'down', caught_up: false, message: 'replaying the event stream' };
+    return { status: 'up', caught_up: true };
+  }
+}

@@ -1,0 +1,249 @@
+import { type EndpointKind } from '../metrics/metric-names';
+import { ChannelHistory, type HistoryOptions } from './channel-history';
+import { ExecutionSnapshots } from './execution-snapshots';
+import { KnownEventType } from './frame-types';
+import type { HubEvent, Subscriber } from './hub-event';
+
+/** What the hub reports; implemented by the metrics service, a no-op in unit tests. */
+export interface HubStats {
+  delivered(kind: EndpointKind, frames: number, events: number, bytes: number): void;
+  observeLatency(kind: EndpointKind, seconds: number): void;
+  droppedEvents(kind: EndpointKind, reason: string, count: number): void;
+  duplicate(): void;
+}
+
+export interface HubOptions {
+  history: HistoryOptions;
+  /** How many message ids to remember for de-duplication. */
+  dedupWindow: number;
+  /** Coalescing window for `batch` subscribers (ms); 0 flushes on the next turn of the event loop. */
+  batchWindowMs: number;
+  batchMaxEvents: number;
+  /** Positions come from the broker's stream (set by the consumer) instead of this process's counter. */
+  externalPositions: boolean;
+}
+
+export interface PublishMeta {
+  /** Idempotency key: an event with an id seen before is dropped. */
+  messageId?: string;
+  /** The event's position (the stream offset); assigned by the hub when absent (no broker). */
+  position?: number;
+  publishedAtMs?: number;
+}
+
+interface Channel {
+  /** Subscribers that get one frame per event. */
+  readonly single: Set<Subscriber>;
+  /** Subscribers that get `batch` frames; they share one frame per channel and flush. */
+  readonly batched: Set<Subscriber>;
+  pending: HubEvent[];
+}
+
+export interface SubscribeResult {
+  /** Only when `since` was given: whether every missed event could be replayed. */
+  recovered?: boolean;
+  missed: number;
+}
+
+const NO_STATS: HubStats = { delivered: () => undefined, observeLatency: () => undefined, droppedEvents: () => undefined, duplicate: () => undefined };
+const BATCH_HEAD = Buffer.from('{"type":"batch","events":[');
+const COMMA = Buffer.from(',');
+const BATCH_TAIL = Buffer.from(']}');
+
+/**
+ * Channels and their subscribers. `publish` serializes an event once and writes the same bytes to every
+ * subscriber of its channel; it also keeps the bounded history (resume) and the execution snapshots. The hub
+ * knows nothing of NestJS, WebSocket libraries or the broker.
+ */
+export class Hub {
+  readonly history: ChannelHistory;
+  readonly snapshots = new ExecutionSnapshots();
+  private readonly channels = new Map<string, Channel>();
+  private readonly seenIds = new Set<string>();
+  private readonly dirty = new Set<Channel>();
+  private flushTimer: NodeJS.Timeout | undefined;
+  /** Without a broker, positions start from the clock so a restarted process never reuses an old position. */
+  private nextPosition = Date.now() * 1000;
+  private lastEventAtMs: number | undefined;
+  private published = 0;
+
+  constructor(
+    private readonly options: HubOptions,
+    private readonly stats: HubStats = NO_STATS,
+  ) {
+    this.history = new ChannelHistory(options.history, options.externalPositions ? undefined : this.nextPosition - 1);
+  }
+
+  /** The broker consumer learnt where it starts reading: every event after `startFloor` will pass through here. */
+  useExternalPositions(startFloor: number): void {
+    this.history.setStartFloor(startFloor);
+  }
+
+  get latestPosition(): number {
+    return this.history.latestPosition;
+  }
+
+  get channelCount(): number {
+    return this.channels.size;
+  }
+
+  get publishedCount(): number {
+    return this.published;
+  }
+
+  get lastEventAt(): number | undefined {
+    return this.lastEventAtMs;
+  }
+
+  /**
+   * Publish one event to `channel`. `body` is the publisher's object (with a string `type`); it is relayed
+   * unchanged but for `channel`, `position`, a `timestamp` when it has none, and `data` on notifications.
+   * Returns the event, or undefined when it was a duplicate.
+   */
+  publish(channel: string, body: Record<string, unknown>, meta: PublishMeta = {}): HubEvent | undefined {
+    if (meta.messageId !== undefined && !this.rememberId(meta.messageId)) {
+      this.stats.duplicate();
+      return undefined;
+    }
+    const now = Date.now();
+    const position = meta.position ?? this.nextPosition++;
+    const out: Record<string, unknown> = { ...body, channel, position };
+    if (typeof out.timestamp !== 'string') out.timestamp = new Date(meta.publishedAtMs ?? now).toISOString();
+    if (body.type === KnownEventType.SystemNotification && out.data === undefined) {
+      // The frontend's notification bell reads `data`; older code reads the flat fields: send both.
+      out.data = { level: body.level, title: body.title, message: body.message };
+    }
+    const event: HubEvent = {
+      channel,
+      type: String(body.type),
+      position,
+      frame: Buffer.from(JSON.stringify(out)),
+      publishedAtMs: meta.publishedAtMs,
+      receivedAtMs: now,
+    };
+    this.published++;
+    this.lastEventAtMs = now;
+    this.history.append(event);
+    this.snapshots.apply(channel, body);
+    const ch = this.channels.get(channel);
+    if (ch !== undefined) this.fanOut(ch, event);
+    return event;
+  }
+
+  /**
+   * Add `sub` to `channels`. With `since`, first write every event after that position (in order) and report
+   * whether the recovery is complete; all of it happens before any live event can reach `sub`.
+   */
+  subscribe(
+    sub: Subscriber,
+    channels: readonly string[],
+    since?: number,
+    beforeReplay?: (recovered: boolean, missed: number) => void,
+  ): SubscribeResult {
+    const result: SubscribeResult = { missed: 0 };
+    for (const name of channels) {
+      const ch = this.channel(name);
+      // A batched subscriber joining mid-window must not receive events from before it joined in the next flush.
+      if (sub.batch && ch.pending.length > 0) this.flushChannel(ch);
+    }
+    if (since !== undefined) {
+      const recovery = this.history.since(channels, since);
+      result.recovered = recovery.complete;
+      beforeReplay?.(recovery.complete, recovery.complete ? recovery.events.length : 0);
+      if (recovery.complete) {
+        for (const e of recovery.events) sub.write(e.frame, 1);
+        result.missed = recovery.events.length;
+      }
+    }
+    for (const name of channels) {
+      const ch = this.channel(name);
+      (sub.batch ? ch.batched : ch.single).add(sub);
+    }
+    return result;
+  }
+
+  unsubscribe(sub: Subscriber, channels: Iterable<string>): void {
+    for (const name of channels) {
+      const ch = this.channels.get(name);
+      if (ch === undefined) continue;
+      ch.single.delete(sub);
+      ch.batched.delete(sub);
+      if (ch.single.size === 0 && ch.batched.size === 0 && ch.pending.length === 0) this.channels.delete(name);
+    }
+  }
+
+  /** Flush pending batches now (shutdown). */
+  flush(): void {
+    if (this.flushTimer !== undefined) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    for (const ch of this.dirty) this.flushChannel(ch);
+    this.dirty.clear();
+  }
+
+  private channel(name: string): Channel {
+    let ch = this.channels.get(name);
+    if (ch === undefined) {
+      ch = { single: new Set(), batched: new Set(), pending: [] };
+      this.channels.set(name, ch);
+    }
+    return ch;
+  }
+
+  private fanOut(ch: Channel, event: HubEvent): void {
+    if (ch.single.size > 0) this.writeAll(ch.single, event.frame, 1, event.publishedAtMs);
+    if (ch.batched.size > 0) {
+      ch.pending.push(event);
+      if (ch.pending.length >= this.options.batchMaxEvents) this.flushChannel(ch);
+      else {
+        this.dirty.add(ch);
+        this.flushTimer ??= setTimeout(() => this.flush(), this.options.batchWindowMs);
+      }
+    }
+  }
+
+  private flushChannel(ch: Channel): void {
+    const events = ch.pending;
+    if (events.length === 0) return;
+    ch.pending = [];
+    this.dirty.delete(ch);
+    let frame: Buffer;
+    if (events.length === 1) frame = events[0].frame;
+    else {
+      const parts: Buffer[] = [BATCH_HEAD];
+      events.forEach((e, i) => {
+        if (i > 0) parts.push(COMMA);
+        parts.push(e.frame);
+      });
+      parts.push(BATCH_TAIL);
+      frame = Buffer.concat(parts);
+    }
+    this.writeAll(ch.batched, frame, events.length, events[0].publishedAtMs);
+  }
+
+  /** The hot loop: one prepared frame to every subscriber; counters are aggregated per endpoint kind. */
+  private writeAll(subs: Set<Subscriber>, frame: Buffer, events: number, publishedAtMs: number | undefined): void {
+    const ok = new Map<EndpointKind, number>();
+    const failed = new Map<EndpointKind, number>();
+    for (const sub of subs) {
+      const tally = sub.write(frame, events) ? ok : failed;
+      tally.set(sub.kind, (tally.get(sub.kind) ?? 0) + 1);
+    }
+    const seconds = publishedAtMs === undefined ? undefined : Math.max(0, Date.now() - publishedAtMs) / 1000;
+    for (const [kind, n] of ok) {
+      this.stats.delivered(kind, n, n * events, n * frame.length);
+      if (seconds !== undefined) this.stats.observeLatency(kind, seconds);
+    }
+    for (const [kind, n] of failed) this.stats.droppedEvents(kind, 'socket_not_writable', n * events);
+  }
+
+  private rememberId(id: string): boolean {
+    if (this.options.dedupWindow === 0) return true;
+    if (this.seenIds.has(id)) return false;
+    this.seenIds.add(id);
+    if (this.seenIds.size > this.options.dedupWindow) {
+      const oldest = this.seenIds.values().next();
+      if (oldest.done !== true) this.seenIds.delete(oldest.value);
+    }
+    return true;
+  }
+}

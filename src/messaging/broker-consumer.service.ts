@@ -1,0 +1,197 @@
+import { AmqpConnection } from '@golevelup/nestjs-rabbitmq';
+import { Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
+import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
+import type { ChannelWrapper } from 'amqp-connection-manager';
+import type { Logger } from 'pino';
+import { LOGGER } from '../common/logger';
+import { APP_CONFIG, type AppConfig } from '../config/config';
+import { ServiceState } from '../health/service-state';
+import { Hub } from '../hub/hub';
+import { RealtimeMetrics } from '../metrics/realtime-metrics.service';
+import { brokerNames, classify, DEAD_LETTER_REASON_HEADER, publishedAtMs } from './message-policy';
+
+/** How long the stream may stay quiet after (re)subscribing before the replay counts as caught up. */
+const CATCH_UP_IDLE_MS = 300;
+
+/**
+ * Reads every event from the RabbitMQ stream bound to the exchange (every instance reads all of it, nobody
+ * competes) and publishes it into the hub with its stream offset as position. The stream is what makes positions
+ * the same on every instance and lets an instance catch up after a restart or a broker outage: on reconnect it
+ * resumes from the offset after the last one it processed, so nothing published meanwhile is lost (within the
+ * stream's retention). On start it replays HISTORY_TTL_SECONDS of the stream to rebuild history and snapshots.
+ *
+ * Dead-lettering is done once, not once per instance: a classic queue with single-active-consumer receives the
+ * same messages, and whichever instance the broker makes active validates them and dead-letters the poison ones
+ * with their reason. Stream readers skip poison messages silently.
+ */
+@Injectable()
+export class BrokerConsumer implements OnApplicationBootstrap {
+  private readonly names: { stream: string; validate: string; dlx: string; dlq: string };
+  private channel: ChannelWrapper | undefined;
+  /** The amqplib channel of the current connection (replaced on every reconnect). */
+  private current: ConfirmChannel | undefined;
+  /** The next stream offset to process; undefined until the first message (then resume from here). */
+  private nextOffset: number | undefined;
+  private subscribedAtMs = 0;
+  private lastMessageAtMs = 0;
+  private caughtUpTimer: NodeJS.Timeout | undefined;
+  private streamTag: string | undefined;
+  private validateTag: string | undefined;
+  private readonly inflight = new Set<Promise<unknown>>();
+  private stopping = false;
+
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    @Inject(LOGGER) private readonly logger: Logger,
+    private readonly amqp: AmqpConnection,
+    private readonly hub: Hub,
+    private readonly metrics: RealtimeMetrics,
+    private readonly state: ServiceState,
+  ) {
+    this.names = brokerNames(config.RABBITMQ_EXCHANGE);
+    state.brokerConfigured = true;
+  }
+
+  onApplicationBootstrap(): void {
+    const manager = this.amqp.managedConnection;
+    manager.on('connect', () => {
+      this.state.brokerConnected = true;
+      this.metrics.brokerConnected.set(1);
+      this.logger.info('broker connected');
+    });
+    manager.on('disconnect', ({ err }: { err?: Error }) => {
+      this.state.brokerConnected = false;
+      this.state.brokerCaughtUp = false;
+      this.metrics.brokerConnected.set(0);
+      this.logger.warn({ err: err?.message }, 'broker disconnected; reconnecting');
+    });
+    // Not awaited: the HTTP port and the sockets must not wait for the broker.
+    this.channel = manager.createChannel({ confirm: true, setup: (ch: ConfirmChannel) => this.setup(ch) });
+    this.channel.on('error', (err: Error) => this.logger.error({ err: err.message }, 'broker channel error'));
+  }
+
+  /** Stop consuming and wait for in-flight dead-letter publications (shutdown). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const ch = this.current;
+    try {
+      if (ch !== undefined && this.streamTag !== undefined) await ch.cancel(this.streamTag);
+      if (ch !== undefined && this.validateTag !== undefined) await ch.cancel(this.validateTag);
+    } catch {
+      // The channel is already gone (broker down): nothing more will be delivered.
+    }
+    await Promise.allSettled([...this.inflight]);
+    await this.channel?.close().catch(() => undefined);
+  }
+
+  private async setup(ch: ConfirmChannel): Promise<void> {
+    if (this.stopping) return;
+    this.current = ch;
+    const { stream, validate, dlx, dlq } = this.names;
+    const exchange = this.config.RABBITMQ_EXCHANGE;
+    await ch.assertExchange(exchange, 'topic', { durable: true });
+    await ch.assertExchange(dlx, 'topic', { durable: true });
+    await ch.assertQueue(dlq, { durable: true });
+    await ch.bindQueue(dlq, dlx, '#');
+    await ch.assertQueue(stream, {
+      durable: true,
+      arguments: { 'x-queue-type': 'stream', 'x-max-age': this.config.STREAM_MAX_AGE, 'x-max-length-bytes': this.config.STREAM_MAX_BYTES },
+    });
+    await ch.bindQueue(stream, exchange, '#');
+    await ch.assertQueue(validate, {
+      durable: true,
+      arguments: { 'x-single-active-consumer': true, 'x-max-length': 100_000, 'x-overflow': 'drop-head' },
+    });
+    await ch.bindQueue(validate, exchange, '#');
+    // Stream consumers need a prefetch (it is their credit) and acknowledgements.
+    await ch.prefetch(this.config.RABBITMQ_PREFETCH);
+    const offset =
+      this.nextOffset !== undefined
+        ? this.nextOffset
+        : { '!': 'timestamp', value: Math.floor((Date.now() - this.config.HISTORY_TTL_SECONDS * 1000) / 1000) };
+    this.subscribedAtMs = Date.now();
+    this.lastMessageAtMs = this.subscribedAtMs;
+    this.state.brokerCaughtUp = false;
+    this.watchCatchUp();
+    const s = await ch.consume(stream, (msg) => this.onStreamMessage(ch, msg), { noAck: false, arguments: { 'x-stream-offset': offset } });
+    this.streamTag = s.consumerTag;
+    const v = await ch.consume(validate, (msg) => this.onValidateMessage(ch, msg), { noAck: false });
+    this.validateTag = v.consumerTag;
+    this.logger.info({ stream, from: this.nextOffset ?? `${this.config.HISTORY_TTL_SECONDS}s ago` }, 'consuming the event stream');
+  }
+
+  private onStreamMessage(ch: ConfirmChannel, msg: ConsumeMessage | null): void {
+    if (msg === null) return; // consumer cancelled by the broker (stream deleted): setup runs again on reconnect
+    try {
+      const offset = Number(msg.properties.headers?.['x-stream-offset']);
+      if (!Number.isSafeInteger(offset)) {
+        this.logger.error('stream message without x-stream-offset');
+        return;
+      }
+      // A stream consumer may get the rest of a chunk before the offset it asked for: skip what was processed.
+      if (this.nextOffset !== undefined && offset < this.nextOffset) return;
+      if (this.nextOffset === undefined) this.hub.useExternalPositions(offset - 1);
+      this.nextOffset = offset + 1;
+      this.lastMessageAtMs = Date.now();
+      this.metrics.consumed.inc();
+      const c = classify(msg.fields.routingKey, msg.content, this.config.BROKER_MAX_MESSAGE_BYTES);
+      if (!c.ok) {
+        this.logger.debug({ reason: c.reason, offset }, 'skipping an invalid stream message (dead-lettered by the validator)');
+        return;
+      }
+      const at = publishedAtMs(msg.properties.headers, msg.properties.timestamp);
+      if (!this.state.brokerCaughtUp && at !== undefined && at >= this.subscribedAtMs - 1000) this.caughtUp();
+      const event = this.hub.publish(c.channel, c.body, {
+        messageId: typeof msg.properties.messageId === 'string' ? msg.properties.messageId : undefined,
+        position: offset,
+        // Replayed history is not live: it would swamp the latency histogram with its age.
+        publishedAtMs: this.state.brokerCaughtUp ? at : undefined,
+      });
+      if (event !== undefined) this.metrics.published.inc({ source: 'broker' });
+    } catch (err) {
+      this.logger.error({ err }, 'stream message handling failed');
+    } finally {
+      ch.ack(msg);
+    }
+  }
+
+  private onValidateMessage(ch: ConfirmChannel, msg: ConsumeMessage | null): void {
+    if (msg === null) return;
+    const c = classify(msg.fields.routingKey, msg.content, this.config.BROKER_MAX_MESSAGE_BYTES);
+    if (c.ok) {
+      ch.ack(msg);
+      return;
+    }
+    this.metrics.deadLettered.inc({ reason: c.reason });
+    this.logger.warn({ reason: c.reason, detail: c.detail, routingKey: msg.fields.routingKey.slice(0, 100), messageId: msg.properties.messageId }, 'dead-lettering a broker message');
+    const headers = { ...msg.properties.headers, [DEAD_LETTER_REASON_HEADER]: c.reason, 'x-ansflow-dead-letter-detail': c.detail.slice(0, 200), 'x-original-routing-key': msg.fields.routingKey, 'x-original-exchange': msg.fields.exchange };
+    const done = new Promise<void>((resolve) => {
+      ch.publish(this.names.dlx, msg.fields.routingKey || 'none', msg.content, { ...msg.properties, headers, persistent: true }, (err) => {
+        // Acknowledge only once the dead letter is safe; otherwise let it come back (it is not lost).
+        if (err === null || err === undefined) ch.ack(msg);
+        else ch.nack(msg, false, true);
+        resolve();
+      });
+    });
+    this.inflight.add(done);
+    void done.finally(() => this.inflight.delete(done));
+  }
+
+  /** Replay is over once a live message arrives or the stream stays quiet for a moment. */
+  private watchCatchUp(): void {
+    if (this.caughtUpTimer !== undefined) clearInterval(this.caughtUpTimer);
+    this.caughtUpTimer = setInterval(() => {
+      if (this.state.brokerCaughtUp) {
+        clearInterval(this.caughtUpTimer);
+        this.caughtUpTimer = undefined;
+      } else if (Date.now() - this.lastMessageAtMs >= CATCH_UP_IDLE_MS) this.caughtUp();
+    }, 100);
+    this.caughtUpTimer.unref();
+  }
+
+  private caughtUp(): void {
+    if (this.state.brokerCaughtUp) return;
+    this.state.brokerCaughtUp = true;
+    this.logger.info({ position: this.hub.latestPosition, replayMs: Date.now() - this.subscribedAtMs }, 'event stream caught up');
+  }
+}

@@ -1,0 +1,44 @@
+import { isChannel } from '../hub/hub-event';
+
+/** Why a broker message was refused: the `x-ansflow-dead-letter-reason` header and the metric label. */
+export type DeadLetterReason = 'invalid_json' | 'not_an_object' | 'missing_type' | 'unknown_channel' | 'too_large';
+
+export type Classified =
+  | { ok: true; channel: string; body: Record<string, unknown> & { type: string } }
+  | { ok: false; reason: DeadLetterReason; detail: string };
+
+/**
+ * The one policy for broker input. Malformed messages are final: they are dead-lettered, never requeued (a
+ * requeued poison message loops forever). There is no transient failure on this path: the hub's publish is
+ * synchronous and cannot fail for one message but not another.
+ */
+export function classify(routingKey: string, content: Buffer, maxBytes: number): Classified {
+  if (content.length > maxBytes) return { ok: false, reason: 'too_large', detail: `${content.length} bytes > ${maxBytes}` };
+  if (!isChannel(routingKey)) return { ok: false, reason: 'unknown_channel', detail: `routing key "${routingKey.slice(0, 100)}" names no channel` };
+  let body: unknown;
+  try {
+    body = JSON.parse(content.toString('utf8'));
+  } catch (err) {
+    return { ok: false, reason: 'invalid_json', detail: err instanceof Error ? err.message : 'unparseable' };
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { ok: false, reason: 'not_an_object', detail: 'body is not a JSON object' };
+  const type = (body as { type?: unknown }).type;
+  if (typeof type !== 'string' || type.length === 0) return { ok: false, reason: 'missing_type', detail: 'no string "type"' };
+  return { ok: true, channel: routingKey, body: body as Record<string, unknown> & { type: string } };
+}
+
+/** When the publisher says it published the message (epoch ms), from the header or the AMQP timestamp (seconds). */
+export function publishedAtMs(headers: Record<string, unknown> | undefined, timestamp: unknown): number | undefined {
+  const h = headers?.['x-published-at-ms'];
+  if (typeof h === 'number' && Number.isFinite(h)) return h;
+  if (typeof h === 'string' && /^\d+(\.\d+)?$/.test(h)) return Number(h);
+  if (typeof timestamp === 'number' && Number.isFinite(timestamp)) return timestamp * 1000;
+  return undefined;
+}
+
+export const DEAD_LETTER_REASON_HEADER = 'x-ansflow-dead-letter-reason';
+
+/** Names derived from the exchange, so several deployments (and test runs) can share one broker. */
+export function brokerNames(exchange: string): { stream: string; validate: string; dlx: string; dlq: string } {
+  return { stream: `${exchange}.stream`, validate: `${exchange}.validate`, dlx: `${exchange}.dlx`, dlq: `${exchange}.dead-letter` };
+}

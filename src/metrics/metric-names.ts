@@ -1,0 +1,31 @@
+/**
+ * Every Prometheus metric name, in one place. `endpoint` labels are endpoint kinds
+ * (monitor, execution, pipeline, project, system), never ids.
+ */
+export const MetricName = {
+  Connections: 'websocket_connections',
+  ConnectionsOpened: 'websocket_connections_opened_total',
+  ConnectionsClosed: 'websocket_connections_closed_total',
+  AuthFailures: 'websocket_auth_failures_total',
+  FramesSent: 'websocket_frames_sent_total',
+  BytesSent: 'websocket_bytes_sent_total',
+  FramesReceived: 'websocket_frames_received_total',
+  MessagesDropped: 'websocket_messages_dropped_total',
+  MessageLatency: 'websocket_message_latency_seconds',
+  SubscribedChannels: 'websocket_subscribed_channels',
+  ConnectionsLimit: 'websocket_connections_limit',
+  LimitHits: 'websocket_limit_hits_total',
+  Recoveries: 'websocket_recoveries_total',
+  AuthzDecisions: 'websocket_authz_decisions_total',
+  EventsPublished: 'realtime_events_published_total',
+  BrokerConsumed: 'realtime_broker_messages_consumed_total',
+  BrokerDeadLettered: 'realtime_broker_messages_dead_lettered_total',
+  BrokerDuplicates: 'realtime_broker_duplicates_total',
+  BrokerConnected: 'realtime_broker_connected',
+  PublishRequests: 'realtime_publish_requests_total',
+  /** Kept for today's dashboards: a gauge of open connections by endpoint kind, `status="active"`. */
+  LegacyConnections: 'ansflow_websocket_connections_total',
+} as const;
+
+export const ENDPOINT_KINDS = ['monitor', 'execution', 'pipeline', 'project', 'system'] as const;
+export type EndpointKind = (typeof ENDPOINT_KINDS)[number];

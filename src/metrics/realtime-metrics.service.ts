@@ -1,0 +1,113 @@
+import { Injectable } from '@nestjs/common';
+import { Counter, Gauge, Histogram, register } from 'prom-client';
+import { CloseCode } from '../common/close-codes';
+import type { HubStats } from '../hub/hub';
+import { ENDPOINT_KINDS, MetricName, type EndpointKind } from './metric-names';
+
+const AUTH_REASONS = ['token_required', 'token_invalid', 'token_expired', 'token_user_mismatch'] as const;
+export const DROP_REASONS = ['socket_not_writable', 'send_buffer_full', 'duplicate'] as const;
+export const DEAD_LETTER_REASONS = ['invalid_json', 'not_an_object', 'missing_type', 'unknown_channel', 'too_large'] as const;
+export const LIMIT_NAMES = ['connections', 'connections_per_user', 'connections_per_ip', 'frames_per_second', 'frame_size', 'monitor_subscriptions', 'auth_deadline', 'publish_body_size'] as const;
+export type LimitName = (typeof LIMIT_NAMES)[number];
+
+/**
+ * Every metric of the service. Labels are bounded: endpoint kinds, close codes, fixed reason lists; never ids.
+ * Each series is created at start-up with value 0 so dashboards and alerts see it before the first event.
+ */
+@Injectable()
+export class RealtimeMetrics implements HubStats {
+  readonly connections = new Gauge({ name: MetricName.Connections, help: 'Open WebSocket connections by endpoint kind', labelNames: ['endpoint'] });
+  readonly opened = new Counter({ name: MetricName.ConnectionsOpened, help: 'WebSocket connections accepted (after the upgrade)', labelNames: ['endpoint'] });
+  readonly closed = new Counter({ name: MetricName.ConnectionsClosed, help: 'WebSocket connections closed, by close code', labelNames: ['endpoint', 'code'] });
+  readonly authFailures = new Counter({ name: MetricName.AuthFailures, help: 'Refused tokens by reason', labelNames: ['endpoint', 'reason'] });
+  readonly framesSent = new Counter({ name: MetricName.FramesSent, help: 'WebSocket frames written', labelNames: ['endpoint'] });
+  readonly eventsSent = new Counter({ name: 'websocket_events_sent_total', help: 'Events written (a batch frame carries several)', labelNames: ['endpoint'] });
+  readonly bytesSent = new Counter({ name: MetricName.BytesSent, help: 'Bytes of frame payload written', labelNames: ['endpoint'] });
+  readonly framesReceived = new Counter({ name: MetricName.FramesReceived, help: 'Frames received from clients', labelNames: ['endpoint'] });
+  readonly dropped = new Counter({ name: MetricName.MessagesDropped, help: 'Events not delivered, by reason', labelNames: ['endpoint', 'reason'] });
+  readonly latency = new Histogram({
+    name: MetricName.MessageLatency,
+    help: 'Seconds from the event publication to its write to the sockets (one observation per event and endpoint kind)',
+    labelNames: ['endpoint'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  });
+  readonly subscribedChannels = new Gauge({ name: MetricName.SubscribedChannels, help: 'Channels with at least one subscriber on this instance' });
+  readonly connectionsLimit = new Gauge({ name: MetricName.ConnectionsLimit, help: 'WS_MAX_CONNECTIONS: the connection limit of this instance' });
+  readonly limitHits = new Counter({ name: MetricName.LimitHits, help: 'Requests or frames refused by a limit', labelNames: ['limit'] });
+  readonly recoveries = new Counter({ name: MetricName.Recoveries, help: 'Resume attempts (since=) by outcome', labelNames: ['endpoint', 'recovered'] });
+  readonly authz = new Counter({ name: MetricName.AuthzDecisions, help: 'Channel authorization decisions', labelNames: ['decision', 'source'] });
+  readonly published = new Counter({ name: MetricName.EventsPublished, help: 'Events accepted into the hub, by source', labelNames: ['source'] });
+  readonly consumed = new Counter({ name: MetricName.BrokerConsumed, help: 'Messages consumed from the broker' });
+  readonly deadLettered = new Counter({ name: MetricName.BrokerDeadLettered, help: 'Broker messages dead-lettered, by reason', labelNames: ['reason'] });
+  readonly duplicates = new Counter({ name: MetricName.BrokerDuplicates, help: 'Events dropped because their message_id was seen before' });
+  readonly brokerConnected = new Gauge({ name: MetricName.BrokerConnected, help: '1 when the broker connection is up (always 0 without a broker)' });
+  readonly publishRequests = new Counter({ name: MetricName.PublishRequests, help: 'POST /api/v1/publish requests by HTTP status', labelNames: ['status'] });
+  readonly legacyConnections = new Gauge({
+    name: MetricName.LegacyConnections,
+    help: 'Open WebSocket connections by endpoint kind (kept for compatibility with the dashboards of the previous service)',
+    labelNames: ['endpoint', 'status'],
+  });
+
+  constructor() {
+    for (const endpoint of ENDPOINT_KINDS) {
+      this.connections.set({ endpoint }, 0);
+      this.legacyConnections.set({ endpoint, status: 'active' }, 0);
+      this.opened.inc({ endpoint }, 0);
+      this.framesSent.inc({ endpoint }, 0);
+      this.eventsSent.inc({ endpoint }, 0);
+      this.bytesSent.inc({ endpoint }, 0);
+      this.framesReceived.inc({ endpoint }, 0);
+      this.latency.zero({ endpoint });
+      for (const code of Object.values(CloseCode)) this.closed.inc({ endpoint, code: String(code) }, 0);
+      for (const reason of AUTH_REASONS) this.authFailures.inc({ endpoint, reason }, 0);
+      for (const reason of DROP_REASONS) this.dropped.inc({ endpoint, reason }, 0);
+      for (const recovered of ['true', 'false']) this.recoveries.inc({ endpoint, recovered }, 0);
+    }
+    for (const reason of DEAD_LETTER_REASONS) this.deadLettered.inc({ reason }, 0);
+    for (const limit of LIMIT_NAMES) this.limitHits.inc({ limit }, 0);
+    for (const decision of ['allow', 'deny']) for (const source of ['token', 'cache', 'django', 'django_unreachable']) this.authz.inc({ decision, source }, 0);
+    for (const source of ['broker', 'api']) this.published.inc({ source }, 0);
+    for (const status of ['202', '400', '401', '413', '503']) this.publishRequests.inc({ status }, 0);
+    this.consumed.inc(0);
+    this.duplicates.inc(0);
+    this.brokerConnected.set(0);
+    this.subscribedChannels.set(0);
+  }
+
+  connectionOpened(endpoint: EndpointKind): void {
+    this.opened.inc({ endpoint });
+    this.connections.inc({ endpoint });
+    this.legacyConnections.inc({ endpoint, status: 'active' });
+  }
+
+  connectionClosed(endpoint: EndpointKind, code: number, wasOpen: boolean): void {
+    this.closed.inc({ endpoint, code: String(code) });
+    if (wasOpen) {
+      this.connections.dec({ endpoint });
+      this.legacyConnections.dec({ endpoint, status: 'active' });
+    }
+  }
+
+  delivered(endpoint: EndpointKind, frames: number, events: number, bytes: number): void {
+    this.framesSent.inc({ endpoint }, frames);
+    this.eventsSent.inc({ endpoint }, events);
+    this.bytesSent.inc({ endpoint }, bytes);
+  }
+
+  observeLatency(endpoint: EndpointKind, seconds: number): void {
+    this.latency.observe({ endpoint }, seconds);
+  }
+
+  droppedEvents(endpoint: EndpointKind, reason: string, count: number): void {
+    this.dropped.inc({ endpoint, reason }, count);
+  }
+
+  duplicate(): void {
+    this.duplicates.inc();
+  }
+
+  /** Removes every metric from the shared registry (tests start several apps in one process). */
+  static resetRegistry(): void {
+    register.clear();
+  }
+}

@@ -1,0 +1,98 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { APP_CONFIG, type AppConfig } from '../config/config';
+import { AppInfo } from '../config/app-info';
+import type { ClientConnection } from '../gateway/client-connection';
+import { ConnectionRegistry } from '../gateway/connection-registry';
+import { connectionFrame, now, type ClientFrame, type EndpointDefinition } from '../gateway/endpoint';
+import { SessionService } from '../gateway/session.service';
+import { ErrorCode, ServerFrameType } from '../hub/frame-types';
+import { Hub } from '../hub/hub';
+import { RealtimeMetrics } from '../metrics/realtime-metrics.service';
+
+const EXECUTION_ID = /^[1-9]\d{0,15}$/;
+
+/**
+ * `/ws/monitor`: the global monitor. Reads `monitor` and `system`, and follows executions on request
+ * (`subscribe_execution` / `unsubscribe_execution`, at most MONITOR_MAX_SUBSCRIPTIONS per socket).
+ */
+@Injectable()
+export class MonitorEndpoint implements EndpointDefinition {
+  readonly kind = 'monitor' as const;
+
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly hub: Hub,
+    private readonly app: AppInfo,
+    private readonly sessions: SessionService,
+    private readonly registry: ConnectionRegistry,
+    private readonly metrics: RealtimeMetrics,
+  ) {}
+
+  channels(): string[] {
+    return ['monitor', 'system'];
+  }
+
+  greet(conn: ClientConnection): void {
+    conn.sendJson(connectionFrame(conn, 'Connected to global monitor', this.hub.latestPosition, { service: this.app.service }));
+    conn.sendJson({
+      type: ServerFrameType.SystemStatus,
+      data: { status: 'healthy', timestamp: now(), active_connections: this.registry.size, service: this.app.service },
+    });
+  }
+
+  async handleFrame(conn: ClientConnection, frame: ClientFrame): Promise<boolean> {
+    switch (frame.type) {
+      case 'subscribe_execution':
+        await this.follow(conn, frame);
+        return true;
+      case 'unsubscribe_execution': {
+        const id = executionIdOf(frame);
+        if (id === undefined) {
+          this.sessions.sendError(conn, ErrorCode.InvalidFrame, '"executionId" must be a positive integer');
+          return true;
+        }
+        conn.followed.delete(id);
+        this.sessions.unfollow(conn, `execution.${id}`);
+        conn.sendJson({ type: ServerFrameType.Unsubscribed, execution_id: id, timestamp: now() });
+        return true;
+      }
+      case 'control_command':
+        // Stopping or restarting an execution changes state: that is Django's API, with its permission checks.
+        this.sessions.sendError(conn, ErrorCode.NotSupported, 'control_command is not handled here: call Django\'s execution API');
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  private async follow(conn: ClientConnection, frame: ClientFrame): Promise<void> {
+    const id = executionIdOf(frame);
+    if (id === undefined) {
+      this.sessions.sendError(conn, ErrorCode.InvalidFrame, '"executionId" must be a positive integer');
+      return;
+    }
+    const since = typeof frame.since === 'number' && Number.isSafeInteger(frame.since) && frame.since >= 0 ? frame.since : undefined;
+    if (!conn.followed.has(id) && conn.followed.size >= this.config.MONITOR_MAX_SUBSCRIPTIONS) {
+      this.metrics.limitHits.inc({ limit: 'monitor_subscriptions' });
+      this.sessions.sendError(conn, ErrorCode.TooManySubscriptions, `At most ${this.config.MONITOR_MAX_SUBSCRIPTIONS} executions per monitor socket`);
+      return;
+    }
+    const result = await this.sessions.follow(conn, `execution.${id}`, since, () => {
+      conn.followed.add(id);
+      conn.sendJson({ type: ServerFrameType.Subscribed, execution_id: id, timestamp: now() });
+    });
+    if (result.status === 'forbidden') {
+      this.sessions.sendError(conn, ErrorCode.Forbidden, `Not allowed to follow execution ${id}`);
+      return;
+    }
+    if (result.status === 'ok' && result.recovered !== true) {
+      conn.sendJson({ type: ServerFrameType.ExecutionStatus, data: this.hub.snapshots.get(id), position: this.hub.latestPosition });
+    }
+  }
+}
+
+function executionIdOf(frame: ClientFrame): number | undefined {
+  const raw = frame.executionId ?? frame.execution_id;
+  const text = typeof raw === 'number' ? String(raw) : raw;
+  return typeof text === 'string' && EXECUTION_ID.test(text) ? Number(text) : undefined;
+}
