@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Registry, collectDefaultMetrics } from 'prom-client';
+import WebSocket from 'ws';
 import { parse as parseYaml } from 'yaml';
 import { MetricName } from '../src/metrics/metric-names';
 
@@ -421,7 +422,7 @@ describe('production start, as the Dockerfile performs it', () => {
     }
   });
 
-  it('serves /health/live as an unprivileged user and exits 0 on SIGTERM', async () => {
+  it('serves /health/live as an unprivileged user, and on SIGTERM closes sockets 1001 and exits 0', async () => {
     const port = await freePort();
     const env = {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
@@ -430,6 +431,7 @@ describe('production start, as the Dockerfile performs it', () => {
       PORT: String(port),
       DJANGO_SECRET_KEY: 'deploy-test-secret-not-a-placeholder',
       PUBLISH_API_KEY: 'deploy-test-publish-key',
+      AUTH_REQUIRED: 'false',
     };
     // As root (CI), drop to nobody as the image's USER does; otherwise we already are unprivileged.
     const asRoot = process.getuid?.() === 0;
@@ -449,9 +451,22 @@ describe('production start, as the Dockerfile performs it', () => {
     }
     if (asRoot) expect(uidOf(proc.pid ?? 0)).toBe(65534);
 
+    // One open socket, to see the shutdown reach clients the way the image's users see it.
+    const socket = new WebSocket(`ws://127.0.0.1:${port}/ws/system`);
+    const firstFrame = new Promise<string>((resolve, reject) => {
+      socket.once('message', (data: Buffer) => resolve(data.toString()));
+      socket.once('error', reject);
+    });
+    const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+      socket.once('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() })),
+    );
+    expect(JSON.parse(await Promise.race([firstFrame, deadline<string>(10_000, 'connection frame')]))).toMatchObject({ type: 'connection' });
+
     const exit = exited(proc);
     proc.kill('SIGTERM');
+    const close = await Promise.race([closed, deadline<never>(15_000, 'socket close after SIGTERM')]);
     const result = await Promise.race([exit, deadline<never>(15_000, 'exit after SIGTERM')]);
+    expect(close).toEqual({ code: 1001, reason: 'server_shutting_down' });
     expect({ ...result, output: result.code === 0 ? '' : output.join('') }).toEqual({
       code: 0,
       signal: null,
