@@ -179,8 +179,15 @@ export class RealtimeClient {
   private refreshReason: string | undefined;
   private closed = false;
   private currentState: ConnectionState = 'connecting';
+  /** The highest position delivered (or the server's position when none was): the next `since`. */
   private lastPosition: number | null;
+  /** Last position delivered per channel, for de-duplication. */
+  private readonly lastByChannel = new Map<string, number>();
+  /** Events at or below the `since` given to `connect` were delivered before this client existed. */
+  private floor: number | null;
   private isRecovered = false;
+  /** The socket was opened with `since`: its first `recovery` frame answers it. */
+  private expectRecovery = false;
   private dropped = 0;
 
   constructor(private readonly options: ConnectOptions) {
@@ -195,6 +202,7 @@ export class RealtimeClient {
     this.backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.random = options.random ?? Math.random;
     this.lastPosition = options.since ?? null;
+    this.floor = options.since ?? null;
   }
 
   /** The current connection state. */
@@ -212,7 +220,7 @@ export class RealtimeClient {
     return this.isRecovered;
   }
 
-  /** How many events were dropped as duplicates (position not after the last one delivered). */
+  /** How many events were dropped as duplicates (position not after the last one delivered on their channel). */
   get duplicatesDropped(): number {
     return this.dropped;
   }
@@ -296,6 +304,7 @@ export class RealtimeClient {
     const url = new URL(this.options.url.replace(/\/+$/, '') + path);
     if (token) url.searchParams.set('token', token);
     if (this.lastPosition !== null) url.searchParams.set('since', String(this.lastPosition));
+    this.expectRecovery = this.lastPosition !== null;
     if (batch) url.searchParams.set('batch', '1');
     return url.toString();
   }
@@ -323,13 +332,16 @@ export class RealtimeClient {
 
   private dispatch(frame: RawFrame): void {
     if (isEventFrame(frame)) {
-      // Positions are global and increasing: anything not after the last one was already delivered (a replay
-      // overlapping live delivery, or a second instance's copy).
-      if (this.lastPosition !== null && frame.position <= this.lastPosition) {
+      // Positions increase along each channel: an event not after the last one of its channel was already
+      // delivered (a replay overlapping live delivery). Per channel rather than per socket, because a monitor
+      // that subscribes to another execution with an older `since` legitimately receives lower positions.
+      const last = this.lastByChannel.get(frame.channel);
+      if ((last !== undefined && frame.position <= last) || (this.floor !== null && frame.position <= this.floor)) {
         this.dropped++;
         return;
       }
-      this.lastPosition = frame.position;
+      this.lastByChannel.set(frame.channel, frame.position);
+      if (this.lastPosition === null || frame.position > this.lastPosition) this.lastPosition = frame.position;
     } else if (frame.type === 'connection') {
       this.onConnection(frame as unknown as ConnectionFrame);
     } else if (frame.type === 'recovery') {
@@ -348,6 +360,10 @@ export class RealtimeClient {
   }
 
   private onRecovery(frame: RecoveryFrame): void {
+    // Only the recovery that answers the connection's `since` concerns the whole socket; a monitor's
+    // `subscribe_execution` with `since` gets its own, which the page handles for that execution.
+    if (!this.expectRecovery) return;
+    this.expectRecovery = false;
     if (frame.recovered) {
       this.isRecovered = true;
       this.setState({ state: 'open', recovered: true, attempt: 0 });
@@ -357,6 +373,8 @@ export class RealtimeClient {
     // The gap cannot be filled: start again from the server's current position (which may be lower than ours if
     // the server's positions restarted), and let the page reload its snapshot.
     this.lastPosition = typeof frame.position === 'number' ? frame.position : null;
+    this.lastByChannel.clear();
+    this.floor = null;
     this.isRecovered = false;
     this.emit('recoveryFailed', frame);
   }

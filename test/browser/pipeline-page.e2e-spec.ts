@@ -1,0 +1,236 @@
+/**
+ * The pipeline detail page (examples/pipeline-detail) in headless Chromium (Debian's /usr/bin/chromium driven by
+ * playwright-core), against the real service, with a simulated run published through the publish API.
+ *
+ * Needs a built service (`npm run build`); builds the client and the page itself. The restart test needs
+ * RabbitMQ at 127.0.0.1:5672 (history must survive the restart: it lives in the broker's stream).
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { PageServer, mintToken } from '../../examples/pipeline-detail/server';
+import { freePort, repoRoot, ServiceProcess } from '../../examples/pipeline-detail/service';
+import { PipelineSimulator, STEPS } from '../../examples/pipeline-detail/simulator';
+
+const ROOT = repoRoot(__dirname);
+const SECRET = randomBytes(24).toString('hex');
+const PUBLISH_KEY = randomBytes(12).toString('hex');
+const RABBITMQ_URL = process.env.RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+jest.setTimeout(120_000);
+
+interface Stack {
+  service: ServiceProcess;
+  pages: PageServer;
+  context: BrowserContext;
+  page: Page;
+  profile: string;
+}
+
+const stacks: Stack[] = [];
+
+/** Service + page server + a fresh Chromium profile. */
+async function startStack(env: Record<string, string>): Promise<Stack> {
+  const pagePort = await freePort();
+  const service = new ServiceProcess({
+    port: await freePort(),
+    env: {
+      DJANGO_SECRET_KEY: SECRET,
+      PUBLISH_API_KEY: PUBLISH_KEY,
+      AUTH_REQUIRED: 'true',
+      LOG_LEVEL: 'warn',
+      ALLOWED_ORIGINS: `http://127.0.0.1:${pagePort}`,
+      ...env,
+    },
+  });
+  await service.start();
+  const pages = new PageServer({ port: pagePort, secret: SECRET });
+  await pages.start();
+  const profile = mkdtempSync(join(tmpdir(), 'ansflow-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    args: CHROMIUM_ARGS,
+    headless: true,
+    viewport: { width: 1280, height: 800 },
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const stack = { service, pages, context, page, profile };
+  stacks.push(stack);
+  return stack;
+}
+
+async function stopStack(stack: Stack): Promise<void> {
+  await stack.context.close();
+  await Promise.all([stack.pages.stop(), stack.service.stop()]);
+  rmSync(stack.profile, { recursive: true, force: true });
+}
+
+function pageUrl(stack: Stack, executionId: number, token: string): string {
+  return `${stack.pages.url}/?execution=${executionId}&ws=${encodeURIComponent(stack.service.wsUrl)}&token=${token}`;
+}
+
+/** The log lines on the page, as `level|step|message` (notices excluded). */
+async function shownLines(page: Page): Promise<string[]> {
+  const lines = page.locator('#log .line:not(.notice)');
+  const [levels, steps, messages] = await Promise.all(['lvl', 'step', 'msg'].map((part) => lines.locator(`.${part}`).allTextContents()));
+  return messages.map((message, i) => `${levels[i]}|${steps[i]}|${message}`);
+}
+
+function expectedLines(simulator: PipelineSimulator): string[] {
+  return simulator.lines.map((l) => `${l.level}|${l.step_name ? `[${l.step_name}]` : ''}|${l.message}`);
+}
+
+// Page-side code below runs in the browser; it reaches page globals through `globalThis` so that this file
+// type-checks with the project's Node-only lib (no DOM types leaking into src/).
+
+async function waitForLines(page: Page, count: number, timeout = 30_000): Promise<void> {
+  await page.locator('#log .line:not(.notice)').nth(count - 1).waitFor({ timeout });
+}
+
+async function waitForAttribute(page: Page, selector: string, name: string, value: string, timeout = 60_000): Promise<void> {
+  await page.locator(`${selector}[${name}="${value}"]`).waitFor({ timeout });
+}
+
+interface PageGlobals {
+  states: string[];
+  marker?: number;
+  realtimeClient: { on(type: 'state', listener: (s: { state: string; recovered: boolean; reason?: string }) => void): void };
+  localStorage: { getItem(key: string): string | null };
+  performance: { getEntriesByType(type: string): unknown[] };
+}
+
+/** Records every connection state the page's client goes through (from now on). */
+async function recordStates(page: Page): Promise<void> {
+  await page.waitForFunction(() => 'realtimeClient' in globalThis);
+  await page.evaluate(() => {
+    const w = globalThis as unknown as PageGlobals;
+    w.states = [];
+    w.realtimeClient.on('state', (s) => w.states.push(s.state === 'open' && s.recovered ? 'recovered' : `${s.state}${s.reason ? `:${s.reason}` : ''}`));
+  });
+}
+
+async function states(page: Page): Promise<string[]> {
+  return page.evaluate(() => (globalThis as unknown as PageGlobals).states);
+}
+
+beforeAll(async () => {
+  // The page is static files: the client's ES module and the page's script, built the way `npm run build:client`
+  // builds them.
+  const tsc = join(ROOT, 'node_modules', '.bin', 'tsc');
+  await promisify(execFile)(tsc, ['-p', 'client/tsconfig.json'], { cwd: ROOT });
+  await promisify(execFile)(tsc, ['-p', 'examples/pipeline-detail/tsconfig.json'], { cwd: ROOT });
+}, 120_000);
+
+afterEach(async () => {
+  for (const stack of stacks.splice(0)) await stopStack(stack);
+});
+
+describe('pipeline detail page', () => {
+  it('shows the steps and the log as the run progresses, then the finished run', async () => {
+    const stack = await startStack({});
+    const { page } = stack;
+    const executionId = 42;
+    await page.goto(pageUrl(stack, executionId, mintToken(SECRET)));
+    await waitForAttribute(page, '#connection', 'data-state', 'open');
+
+    const simulator = new PipelineSimulator({ serviceUrl: stack.service.url, publishKey: PUBLISH_KEY, executionId, lineDelayMs: 40 });
+    const run = simulator.run();
+
+    // Mid-run: the fourth step (unit tests) is running, earlier ones are done, the bar is part-way.
+    await waitForAttribute(page, '#steps li[data-step="Unit tests"]', 'data-status', 'running', 30_000);
+    expect(await page.locator('#status').getAttribute('data-status')).toBe('running');
+    expect(await page.locator('#steps li[data-status="success"]').evaluateAll((lis) => lis.map((li) => li.getAttribute('data-step')))).toEqual([
+      'Checkout',
+      'Install dependencies',
+      'Lint & type check',
+    ]);
+    const percent = Number(await page.locator('#bar').getAttribute('data-percent'));
+    expect(percent).toBeGreaterThan(0);
+    expect(percent).toBeLessThan(100);
+    expect(await page.locator('#log .line').count()).toBeGreaterThan(10);
+    expect(await page.locator('#pipeline-name').textContent()).toBe('ansflow-web · build & deploy');
+
+    await run;
+    await waitForAttribute(page, '#status', 'data-status', 'success');
+    await waitForLines(page, simulator.lines.length);
+    expect(await shownLines(page)).toEqual(expectedLines(simulator));
+    const steps = page.locator('#steps li');
+    expect(await steps.evaluateAll((lis) => lis.map((li) => [li.getAttribute('data-step'), li.getAttribute('data-status')]))).toEqual(
+      STEPS.map((s) => [s.name, 'success']),
+    );
+    for (const duration of await steps.locator('.duration').allTextContents()) expect(duration).toMatch(/^\d+(\.\d)? s$/);
+    expect(await page.locator('#bar').getAttribute('data-percent')).toBe('100');
+    expect(await page.locator('#progress-text').textContent()).toBe(`${STEPS.length} / ${STEPS.length} steps`);
+    expect(await page.locator('#log .line.error').count()).toBe(1);
+
+    await page.screenshot({ path: join(ROOT, 'docs', 'screenshot-pipeline-detail.png') });
+  });
+
+  it('shows every log line exactly once after the service restarts mid-run (history kept in RabbitMQ)', async () => {
+    const stack = await startStack({ RABBITMQ_URL, RABBITMQ_EXCHANGE: `ansflow.realtime.browser-e2e.${randomBytes(4).toString('hex')}` });
+    const { page, service } = stack;
+    const executionId = 7;
+    await page.goto(pageUrl(stack, executionId, mintToken(SECRET)));
+    await waitForAttribute(page, '#connection', 'data-state', 'open');
+    await recordStates(page);
+
+    const simulator = new PipelineSimulator({ serviceUrl: service.url, publishKey: PUBLISH_KEY, executionId, lineDelayMs: 60 });
+    const run = simulator.run();
+    await waitForLines(page, 15);
+    // Graceful restart: sockets get 1001; the simulator's publishes retry until the new process listens.
+    await service.restart();
+    await run;
+
+    await waitForAttribute(page, '#status', 'data-status', 'success');
+    await waitForLines(page, simulator.lines.length);
+    expect(await shownLines(page)).toEqual(expectedLines(simulator));
+    expect(await page.locator('#log .line.notice').count()).toBe(0);
+    const seen = await states(page);
+    expect(seen).toContain('reconnecting:server_shutting_down');
+    expect(seen[seen.length - 1]).toBe('recovered');
+    expect(await page.locator('#connection').getAttribute('data-state')).toBe('recovered');
+    expect(await page.locator('#connection-text').textContent()).toContain('recovered');
+  });
+
+  it('refreshes an expired token without reloading the page', async () => {
+    const stack = await startStack({ JWT_LEEWAY_SECONDS: '0' });
+    const { page } = stack;
+    const executionId = 9;
+    const shortLived = mintToken(SECRET, 1, 3);
+    await page.goto(pageUrl(stack, executionId, shortLived));
+    await waitForAttribute(page, '#connection', 'data-state', 'open');
+    await recordStates(page);
+    await page.evaluate(() => ((globalThis as unknown as PageGlobals).marker = 1));
+    const refreshed = new Promise<void>((resolve) => stack.pages.once('token', () => resolve()));
+
+    const simulator = new PipelineSimulator({ serviceUrl: stack.service.url, publishKey: PUBLISH_KEY, executionId, lineDelayMs: 80 });
+    const run = simulator.run();
+    await refreshed;
+    await run;
+    await waitForAttribute(page, '#status', 'data-status', 'success');
+    await waitForLines(page, simulator.lines.length);
+
+    expect(await shownLines(page)).toEqual(expectedLines(simulator));
+    expect(stack.pages.tokensMinted).toBe(1);
+    expect(await states(page)).toContain('reconnecting:token_expired');
+    // Same document: no navigation happened, and the page now holds the fresh token.
+    expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).marker)).toBe(1);
+    expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).performance.getEntriesByType('navigation').length)).toBe(1);
+    expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).localStorage.getItem('authToken'))).not.toBe(shortLived);
+  });
+});
