@@ -1,13 +1,19 @@
 /**
  * docs/asyncapi.yaml against the code: the document must be valid AsyncAPI 3, and document exactly the frame
  * types, close codes, close reasons, error codes and dead-letter reasons the code defines (no more, no less).
+ * Then the running service (started by `bootstrap()`, as in production) is made to send every server frame type
+ * and every known event, and each frame must be listed for its endpoint and valid against its schema.
  */
 import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import Ajv from 'ajv';
+import Ajv, { type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
+import * as jwt from 'jsonwebtoken';
+import WebSocket from 'ws';
 import { parse as parseYaml } from 'yaml';
+import { bootstrap, type RunningService } from '../src/bootstrap';
 import { CloseCode, CloseReason } from '../src/common/close-codes';
 import { ClientFrameType, ErrorCode, KnownEventType, ServerFrameType } from '../src/hub/frame-types';
 import { ENDPOINT_KINDS } from '../src/metrics/metric-names';
@@ -204,4 +210,206 @@ describe('docs/asyncapi.yaml', () => {
     }
     expect(wrong).toEqual([]);
   });
+});
+
+// --- the running service against the document -------------------------------------------------------------
+
+/** A WebSocket client that keeps every frame and lets a test wait for the one it needs, with a deadline. */
+class FrameRecorder {
+  readonly frames: JsonObject[] = [];
+  private waiters: { match: (f: JsonObject) => boolean; resolve: (f: JsonObject) => void }[] = [];
+  private readonly opened: Promise<void>;
+
+  constructor(
+    readonly endpoint: string,
+    readonly ws: WebSocket,
+  ) {
+    this.opened = new Promise((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    ws.on('message', (data: WebSocket.RawData) => {
+      const frame = JSON.parse(rawText(data)) as JsonObject;
+      this.frames.push(frame);
+      this.waiters = this.waiters.filter((w) => {
+        if (!w.match(frame)) return true;
+        w.resolve(frame);
+        return false;
+      });
+    });
+  }
+
+  async send(frame: JsonObject | string): Promise<void> {
+    await this.opened;
+    this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+  }
+
+  /** The first frame (already received or still to come) of this type that `match` accepts. */
+  next(type: string, match: (f: JsonObject) => boolean = () => true, ms = 5000): Promise<JsonObject> {
+    const accept = (f: JsonObject): boolean => f.type === type && match(f);
+    const seen = this.frames.find(accept);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.endpoint}: no "${type}" frame within ${ms} ms; got ${this.frames.map((f) => String(f.type)).join(', ')}`)), ms);
+      this.waiters.push({ match: accept, resolve: (f) => (clearTimeout(timer), resolve(f)) });
+    });
+  }
+}
+
+function rawText(data: WebSocket.RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString('utf8');
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  return Buffer.from(data).toString('utf8');
+}
+
+describe('frames of the running service match docs/asyncapi.yaml', () => {
+  const SECRET = 'contract-test-secret-0123456789';
+  const PUBLISH_KEY = 'contract-test-publish-key';
+  let service: RunningService;
+  const clients: FrameRecorder[] = [];
+
+  const token = (userId: number): string =>
+    jwt.sign({ token_type: 'access', jti: randomBytes(16).toString('hex'), user_id: userId }, SECRET, { algorithm: 'HS256', expiresIn: 3600 });
+
+  const open = (pathAndQuery: string): FrameRecorder => {
+    const wsUrl = `${service.url.replace(/^http/, 'ws')}${pathAndQuery}`;
+    const client = new FrameRecorder(pathAndQuery.split('?')[0], new WebSocket(wsUrl));
+    clients.push(client);
+    return client;
+  };
+
+  const publish = async (channel: string, event: JsonObject): Promise<void> => {
+    const res = await fetch(`${service.url}/api/v1/publish`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${PUBLISH_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ channel, event }),
+    });
+    expect(res.status).toBe(202);
+  };
+
+  beforeAll(async () => {
+    service = await bootstrap({
+      NODE_ENV: 'test',
+      PORT: '0',
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'silent',
+      DJANGO_SECRET_KEY: SECRET,
+      PUBLISH_API_KEY: PUBLISH_KEY,
+      AUTH_REQUIRED: 'true',
+      BATCH_WINDOW_MS: '20',
+    });
+  });
+
+  afterAll(async () => {
+    for (const c of clients) c.ws.terminate();
+    await service?.shutdown();
+  });
+
+  it('sends, on each endpoint, only frames the document lists for it, each valid against its schema', async () => {
+    const t = token(7);
+    const exec = open(`/ws/execution/42?token=${t}`);
+    const execBatch = open(`/ws/execution/42?token=${t}&batch=1`);
+    const pipeline = open(`/ws/pipeline/7?token=${t}`);
+    const project = open(`/ws/project/3?token=${t}`);
+    const monitor = open(`/ws/monitor?token=${t}`);
+    const system = open(`/ws/system`);
+
+    // Greetings.
+    await exec.next('execution_status');
+    await execBatch.next('execution_status');
+    await pipeline.next('connection');
+    await project.next('connection');
+    await monitor.next('system_status');
+    await system.send({ type: 'auth', token: t });
+    await system.next('authenticated');
+
+    // Replies to client frames.
+    await exec.send({ type: 'ping' });
+    await exec.next('pong');
+    await exec.send({ type: 'subscribe', events: ['log_entry'] });
+    await exec.next('subscribed');
+    await exec.send({ type: 'get_status' });
+    await exec.next('execution_status', (f) => f !== exec.frames.find((x) => x.type === 'execution_status'));
+    await exec.send('not json');
+    await exec.next('error', (f) => f.code === 'invalid_json');
+    await exec.send({ type: 'no_such_frame' });
+    await exec.next('error', (f) => f.code === 'unknown_type');
+    await exec.send({ type: 'auth', token: t });
+    await exec.next('authenticated');
+    await pipeline.send({ type: 'subscribe', events: ['pipeline_update'] });
+    await pipeline.next('subscription_confirmed');
+    await monitor.send({ type: 'subscribe_execution', executionId: 42 });
+    await monitor.next('subscribed', (f) => f.execution_id === 42);
+    await monitor.next('execution_status');
+    await monitor.send({ type: 'control_command', command: 'stop', execution_id: 42 });
+    await monitor.next('error', (f) => f.code === 'not_supported');
+
+    // Events, as Django publishes them.
+    const ts = new Date().toISOString();
+    await publish('execution.42', { type: 'execution_status', data: { execution_id: 42, status: 'running', pipeline_name: 'build', steps: [], total_steps: 2, completed_steps: 0, current_step: null, timestamp: ts } });
+    await publish('execution.42', { type: 'execution_update', execution_id: 42, status: 'running', pipeline_name: 'build', steps: [], total_steps: 2, completed_steps: 0, execution_time: 0.5, timestamp: ts });
+    await publish('execution.42', { type: 'step_progress', execution_id: 42, step_id: 1, step_name: 'checkout', status: 'success', execution_time: 1.2, output: 'ok', error_message: '', timestamp: ts });
+    await publish('execution.42', { type: 'log_entry', execution_id: 42, level: 'info', message: 'Cloning', step_name: 'checkout', source: 'step', timestamp: ts });
+    await publish('pipeline.7', { type: 'pipeline_update', pipeline_id: 7, status: 'running', progress: 50, logs: [] });
+    await publish('project.3', { type: 'project_update', project_id: 3, event: 'pipeline_created', data: { pipeline_id: 7 } });
+    const note = { level: 'info', title: 'Build', message: 'Build started' };
+    await publish('user.7', { type: 'system_notification', ...note, data: note });
+    await publish('system', { type: 'system_notification', ...note, data: note });
+    await exec.next('log_entry');
+    await execBatch.next('batch');
+    await monitor.next('log_entry');
+    await pipeline.next('pipeline_update');
+    await project.next('project_update');
+    await system.next('system_notification', (f) => f.channel === 'system');
+    await monitor.send({ type: 'unsubscribe_execution', executionId: 42 });
+    await monitor.next('unsubscribed');
+    // Resume after the first event of execution 42: the three that followed it are replayed.
+    const firstEvent = await exec.next('execution_status', (f) => f.channel === 'execution.42');
+    const resumed = open(`/ws/execution/42?token=${t}&since=${String(firstEvent.position)}`);
+    await resumed.next('recovery', (f) => f.recovered === true);
+    await resumed.next('log_entry');
+
+    // Every frame received, checked against the channel of its endpoint in the document.
+    const ajv = new Ajv({ strict: false, validateSchema: false, allErrors: true });
+    addFormats(ajv);
+    ajv.addSchema(raw as object, 'asyncapi');
+    const compiled = new Map<string, ValidateFunction>();
+    const validatorOf = (key: string): ValidateFunction => {
+      let v = compiled.get(key);
+      if (!v) {
+        v = ajv.compile({ $ref: `asyncapi#/components/messages/${key}/payload` });
+        compiled.set(key, v);
+      }
+      return v;
+    };
+    const problems: string[] = [];
+    const seen = { server: new Set<string>(), event: new Set<string>() };
+    const check = (endpoint: string, frame: JsonObject, kinds: string[]): void => {
+      const channel = Object.values(doc.channels).find((c) => new RegExp(`^${c.address.replace(/\{\w+\}/g, '[^/]+')}$`).test(endpoint));
+      const candidates = Object.values(channel?.messages ?? {})
+        .map((m) => m.$ref.replace('#/components/messages/', ''))
+        .filter((key) => kinds.includes(doc.components.messages[key]['x-frame-kind']) && doc.components.messages[key].name === frame.type);
+      if (candidates.length === 0) {
+        problems.push(`${endpoint}: "${String(frame.type)}" is not a ${kinds.join('/')} message of this channel`);
+        return;
+      }
+      const valid = candidates.filter((key) => validatorOf(key)(frame));
+      if (valid.length === 0) {
+        const errors = candidates.map((key) => `${key}: ${ajv.errorsText(validatorOf(key).errors)}`).join('; ');
+        problems.push(`${endpoint}: ${JSON.stringify(frame).slice(0, 300)} is invalid (${errors})`);
+      }
+      for (const key of valid) seen[doc.components.messages[key]['x-frame-kind'] as 'server' | 'event'].add(String(frame.type));
+    };
+    for (const client of clients) {
+      for (const frame of client.frames) {
+        check(client.endpoint, frame, ['server', 'event']);
+        if (frame.type === 'batch' && Array.isArray(frame.events)) {
+          for (const inner of frame.events) check(client.endpoint, inner as JsonObject, ['event']);
+        }
+      }
+    }
+    expect(problems).toEqual([]);
+    expect(sorted(seen.server)).toEqual(sorted(Object.values(ServerFrameType)));
+    expect(sorted(seen.event)).toEqual(sorted(Object.values(KnownEventType)));
+  }, 30_000);
 });
