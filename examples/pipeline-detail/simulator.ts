@@ -8,6 +8,11 @@ import { EventEmitter } from 'node:events';
 interface StepScript {
   id: number;
   name: string;
+  /**
+   * How long the step reports it took (seconds). Scripted rather than measured: the run is replayed faster than
+   * a real one, but the page should show believable durations.
+   */
+  seconds: number;
   /** Output lines; a line starting with `!` is printed at level error (a flaky test that is retried). */
   lines: string[];
 }
@@ -18,6 +23,7 @@ export const PIPELINE_NAME = 'ansflow-web · build & deploy';
 export const STEPS: StepScript[] = [
   {
     id: 101,
+    seconds: 3.2,
     name: 'Checkout',
     lines: [
       'git init /builds/ansflow-web',
@@ -28,6 +34,7 @@ export const STEPS: StepScript[] = [
   },
   {
     id: 102,
+    seconds: 41.7,
     name: 'Install dependencies',
     lines: [
       'node v20.19.4, npm 10.8.2',
@@ -39,11 +46,13 @@ export const STEPS: StepScript[] = [
   },
   {
     id: 103,
+    seconds: 18.4,
     name: 'Lint & type check',
     lines: ['eslint --max-warnings 0 "src/**/*.{ts,tsx}"', '✔ 612 files linted, no problems', 'tsc --noEmit -p tsconfig.json', 'type check passed'],
   },
   {
     id: 104,
+    seconds: 64.9,
     name: 'Unit tests',
     lines: [
       'jest --ci --reporters=default --reporters=jest-junit',
@@ -60,6 +69,7 @@ export const STEPS: StepScript[] = [
   },
   {
     id: 105,
+    seconds: 87.3,
     name: 'Build image',
     lines: [
       'docker build -t registry.ansflow.local/ansflow-web:3f9c2e1 .',
@@ -74,6 +84,7 @@ export const STEPS: StepScript[] = [
   },
   {
     id: 106,
+    seconds: 12.6,
     name: 'Push image',
     lines: [
       'docker push registry.ansflow.local/ansflow-web:3f9c2e1',
@@ -84,6 +95,7 @@ export const STEPS: StepScript[] = [
   },
   {
     id: 107,
+    seconds: 46.1,
     name: 'Deploy to staging',
     lines: [
       'ansible-playbook -i inventories/staging deploy.yml -e image_tag=3f9c2e1',
@@ -96,6 +108,7 @@ export const STEPS: StepScript[] = [
   },
   {
     id: 108,
+    seconds: 9.8,
     name: 'Smoke tests',
     lines: ['GET https://staging.ansflow.local/health → 200 in 41 ms', 'GET /api/v1/pipelines/ → 200 in 88 ms', 'login flow: ok (1.9 s)'],
   },
@@ -137,8 +150,7 @@ export class PipelineSimulator extends EventEmitter {
   }
 
   async run(): Promise<void> {
-    const started = Date.now();
-    const seconds = (): number => Math.round((Date.now() - started) / 100) / 10;
+    let elapsed = 0;
     const status = new Map<number, string>(STEPS.map((s) => [s.id, 'pending']));
     const durations = new Map<number, number>();
     const update = async (runStatus: string, completed: number): Promise<void> => {
@@ -149,7 +161,7 @@ export class PipelineSimulator extends EventEmitter {
         steps: STEPS.map((s, order) => ({ id: s.id, name: s.name, order, status: status.get(s.id), execution_time: durations.get(s.id) ?? null })),
         total_steps: STEPS.length,
         completed_steps: completed,
-        execution_time: seconds(),
+        execution_time: Math.round(elapsed * 10) / 10,
       });
     };
 
@@ -157,7 +169,6 @@ export class PipelineSimulator extends EventEmitter {
     await this.log('info', `Execution #${this.options.executionId} of ${PIPELINE_NAME} started (trigger: push to main by alice)`, null, 'pipeline');
     for (const [index, step] of STEPS.entries()) {
       if (this.stopped) return;
-      const stepStarted = Date.now();
       status.set(step.id, 'running');
       await this.stepProgress(step, 'running', null, '');
       await this.log('info', `Starting step ${index + 1}/${STEPS.length}: ${step.name}`, step.name, 'step');
@@ -167,15 +178,15 @@ export class PipelineSimulator extends EventEmitter {
         const failed = line.startsWith('!');
         await this.log(failed ? 'error' : 'info', failed ? line.slice(1) : line, step.name, 'step_output');
       }
-      const took = Math.round((Date.now() - stepStarted) / 100) / 10;
+      elapsed += step.seconds;
       status.set(step.id, 'success');
-      durations.set(step.id, took);
-      await this.stepProgress(step, 'success', took, step.lines[step.lines.length - 1] ?? '');
-      await this.log('success', `Step ${step.name} succeeded in ${took.toFixed(1)} s`, step.name, 'step');
+      durations.set(step.id, step.seconds);
+      await this.stepProgress(step, 'success', step.seconds, step.lines[step.lines.length - 1] ?? '');
+      await this.log('success', `Step ${step.name} succeeded in ${step.seconds.toFixed(1)} s`, step.name, 'step');
       await update('running', index + 1);
     }
     await update('success', STEPS.length);
-    await this.log('success', `Pipeline succeeded in ${seconds().toFixed(1)} s`, null, 'pipeline');
+    await this.log('success', `Pipeline succeeded in ${formatDuration(elapsed)}`, null, 'pipeline');
     this.emit('done');
   }
 
@@ -231,4 +242,9 @@ export class PipelineSimulator extends EventEmitter {
       await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)));
     }
   }
+}
+
+function formatDuration(seconds: number): string {
+  const minutes = Math.floor(seconds / 60);
+  return minutes === 0 ? `${seconds.toFixed(1)} s` : `${minutes} min ${Math.round(seconds - minutes * 60)} s`;
 }

@@ -66,7 +66,8 @@ async function startStack(env: Record<string, string>): Promise<Stack> {
     executablePath: CHROMIUM,
     args: CHROMIUM_ARGS,
     headless: true,
-    viewport: { width: 1280, height: 800 },
+    // Tall enough for the whole finished log in the screenshot.
+    viewport: { width: 1280, height: 1330 },
   });
   const page = context.pages()[0] ?? (await context.newPage());
   const stack = { service, pages, context, page, profile };
@@ -173,7 +174,7 @@ describe('pipeline detail page', () => {
     expect(await steps.evaluateAll((lis) => lis.map((li) => [li.getAttribute('data-step'), li.getAttribute('data-status')]))).toEqual(
       STEPS.map((s) => [s.name, 'success']),
     );
-    for (const duration of await steps.locator('.duration').allTextContents()) expect(duration).toMatch(/^\d+(\.\d)? s$/);
+    for (const duration of await steps.locator('.duration').allTextContents()) expect(duration).toMatch(/^(\d+\.\d s|\d+ min \d+ s)$/);
     expect(await page.locator('#bar').getAttribute('data-percent')).toBe('100');
     expect(await page.locator('#progress-text').textContent()).toBe(`${STEPS.length} / ${STEPS.length} steps`);
     expect(await page.locator('#log .line.error').count()).toBe(1);
