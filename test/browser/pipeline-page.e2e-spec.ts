@@ -99,6 +99,37 @@ function expectedLines(simulator: PipelineSimulator): string[] {
 // Page-side code below runs in the browser; it reaches page globals through `globalThis` so that this file
 // type-checks with the project's Node-only lib (no DOM types leaking into src/).
 
+/** The page at the moment one step's status changed. */
+interface Moment {
+  step: string;
+  status: string;
+  run: string;
+  done: string[];
+  percent: number;
+  lines: number;
+  title: string;
+}
+
+/** Page-side: a MutationObserver that appends a Moment to `timeline` at each step status change. */
+const RECORD_TIMELINE = `(() => {
+  globalThis.timeline = [];
+  const text = (id) => document.getElementById(id)?.textContent ?? '';
+  new MutationObserver((records) => {
+    for (const r of records) {
+      if (r.type !== 'attributes' || r.target.tagName !== 'LI' || r.oldValue === r.target.dataset.status) continue;
+      globalThis.timeline.push({
+        step: r.target.dataset.step,
+        status: r.target.dataset.status,
+        run: document.getElementById('status').dataset.status,
+        done: [...document.querySelectorAll('#steps li[data-status="success"]')].map((li) => li.dataset.step),
+        percent: Number(document.getElementById('bar').dataset.percent),
+        lines: document.querySelectorAll('#log .line').length,
+        title: text('pipeline-name'),
+      });
+    }
+  }).observe(document.getElementById('steps'), { subtree: true, attributes: true, attributeFilter: ['data-status'], attributeOldValue: true });
+})()`;
+
 async function waitForLines(page: Page, count: number, timeout = 30_000): Promise<void> {
   await page.locator('#log .line:not(.notice)').nth(count - 1).waitFor({ timeout });
 }
@@ -152,20 +183,9 @@ describe('pipeline detail page', () => {
     const simulator = new PipelineSimulator({ serviceUrl: stack.service.url, publishKey: PUBLISH_KEY, executionId, lineDelayMs: 40 });
     const run = simulator.run();
 
-    // Mid-run: the fourth step (unit tests) is running, earlier ones are done, the bar is part-way.
-    await waitForAttribute(page, '#steps li[data-step="Unit tests"]', 'data-status', 'running', 30_000);
-    expect(await page.locator('#status').getAttribute('data-status')).toBe('running');
-    expect(await page.locator('#steps li[data-status="success"]').evaluateAll((lis) => lis.map((li) => li.getAttribute('data-step')))).toEqual([
-      'Checkout',
-      'Install dependencies',
-      'Lint & type check',
-    ]);
-    const percent = Number(await page.locator('#bar').getAttribute('data-percent'));
-    expect(percent).toBeGreaterThan(0);
-    expect(percent).toBeLessThan(100);
-    expect(await page.locator('#log .line').count()).toBeGreaterThan(10);
-    expect(await page.locator('#pipeline-name').textContent()).toBe('ansflow-web · build & deploy');
-
+    // What the page showed at each step change, recorded in the page as it happens: asserting on it afterwards
+    // does not depend on catching a short-lived state with a poll.
+    await page.evaluate(RECORD_TIMELINE);
     await run;
     await waitForAttribute(page, '#status', 'data-status', 'success');
     await waitForLines(page, simulator.lines.length);
@@ -178,6 +198,19 @@ describe('pipeline detail page', () => {
     expect(await page.locator('#bar').getAttribute('data-percent')).toBe('100');
     expect(await page.locator('#progress-text').textContent()).toBe(`${STEPS.length} / ${STEPS.length} steps`);
     expect(await page.locator('#log .line.error').count()).toBe(1);
+
+    const timeline = await page.evaluate(() => (globalThis as unknown as { timeline: Moment[] }).timeline);
+    for (const step of STEPS) {
+      const running = timeline.findIndex((m) => m.step === step.name && m.status === 'running');
+      const done = timeline.findIndex((m) => m.step === step.name && m.status === 'success');
+      expect([step.name, running >= 0, done > running]).toEqual([step.name, true, true]);
+    }
+    const unitTests = timeline.find((m) => m.step === 'Unit tests' && m.status === 'running');
+    expect(unitTests).toMatchObject({ run: 'running', done: ['Checkout', 'Install dependencies', 'Lint & type check'], title: 'ansflow-web · build & deploy' });
+    expect(unitTests?.percent).toBeGreaterThan(0);
+    expect(unitTests?.percent).toBeLessThan(100);
+    expect(unitTests?.lines).toBeGreaterThan(10);
+    expect(unitTests?.lines).toBeLessThan(simulator.lines.length);
 
     await page.screenshot({ path: join(ROOT, 'docs', 'screenshot-pipeline-detail.png') });
   });
