@@ -8,6 +8,7 @@ import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import specs from '@asyncapi/specs';
 import Ajv, { type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import * as jwt from 'jsonwebtoken';
@@ -96,7 +97,6 @@ describe('docs/asyncapi.yaml', () => {
   it('is an AsyncAPI 3 document valid against the official 3.0.0 JSON Schema', () => {
     expect(doc.asyncapi).toMatch(/^3\.\d+\.\d+$/);
     // The official schema embeds the draft-07 meta-schema under its own id: Ajv must not add its copy too.
-    const specs = require('@asyncapi/specs') as { schemas: Record<string, object> };
     const ajv = new Ajv({ allErrors: true, strict: false, meta: false, validateSchema: false });
     addFormats(ajv);
     const validate = ajv.compile(specs.schemas['3.0.0']);
@@ -250,7 +250,7 @@ class FrameRecorder {
     const seen = this.frames.find(accept);
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.endpoint}: no "${type}" frame within ${ms} ms; got ${this.frames.map((f) => String(f.type)).join(', ')}`)), ms);
+      const timer = setTimeout(() => reject(new Error(`${this.endpoint}: no "${type}" frame within ${ms} ms; got ${this.frames.map((f) => JSON.stringify(f.type)).join(', ')}`)), ms);
       this.waiters.push({ match: accept, resolve: (f) => (clearTimeout(timer), resolve(f)) });
     });
   }
@@ -365,7 +365,7 @@ describe('frames of the running service match docs/asyncapi.yaml', () => {
     await monitor.next('unsubscribed');
     // Resume after the first event of execution 42: the three that followed it are replayed.
     const firstEvent = await exec.next('execution_status', (f) => f.channel === 'execution.42');
-    const resumed = open(`/ws/execution/42?token=${t}&since=${String(firstEvent.position)}`);
+    const resumed = open(`/ws/execution/42?token=${t}&since=${JSON.stringify(firstEvent.position)}`);
     await resumed.next('recovery', (f) => f.recovered === true);
     await resumed.next('log_entry');
 
@@ -385,12 +385,13 @@ describe('frames of the running service match docs/asyncapi.yaml', () => {
     const problems: string[] = [];
     const seen = { server: new Set<string>(), event: new Set<string>() };
     const check = (endpoint: string, frame: JsonObject, kinds: string[]): void => {
+      const type = typeof frame.type === 'string' ? frame.type : JSON.stringify(frame.type);
       const channel = Object.values(doc.channels).find((c) => new RegExp(`^${c.address.replace(/\{\w+\}/g, '[^/]+')}$`).test(endpoint));
       const candidates = Object.values(channel?.messages ?? {})
         .map((m) => m.$ref.replace('#/components/messages/', ''))
-        .filter((key) => kinds.includes(doc.components.messages[key]['x-frame-kind']) && doc.components.messages[key].name === frame.type);
+        .filter((key) => kinds.includes(doc.components.messages[key]['x-frame-kind']) && doc.components.messages[key].name === type);
       if (candidates.length === 0) {
-        problems.push(`${endpoint}: "${String(frame.type)}" is not a ${kinds.join('/')} message of this channel`);
+        problems.push(`${endpoint}: "${type}" is not a ${kinds.join('/')} message of this channel`);
         return;
       }
       const valid = candidates.filter((key) => validatorOf(key)(frame));
@@ -398,7 +399,7 @@ describe('frames of the running service match docs/asyncapi.yaml', () => {
         const errors = candidates.map((key) => `${key}: ${ajv.errorsText(validatorOf(key).errors)}`).join('; ');
         problems.push(`${endpoint}: ${JSON.stringify(frame).slice(0, 300)} is invalid (${errors})`);
       }
-      for (const key of valid) seen[doc.components.messages[key]['x-frame-kind'] as 'server' | 'event'].add(String(frame.type));
+      for (const key of valid) seen[doc.components.messages[key]['x-frame-kind'] as 'server' | 'event'].add(type);
     };
     for (const client of clients) {
       for (const frame of client.frames) {
