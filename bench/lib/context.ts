@@ -1,0 +1,215 @@
+import type { ChannelModel } from 'amqplib';
+import { Child } from './children';
+import { Hub, type HubKind, type HubOptions } from './hubs';
+import type {
+  ChannelTally,
+  CollectResult,
+  ConnectResult,
+  PublisherCommand,
+  PublisherReply,
+  PublishResult,
+  SocketSpec,
+  WorkerCommand,
+  WorkerReply,
+} from './ipc';
+import type { Options } from './options';
+import { addCounts, distribution, type Distribution } from './stats';
+import { sleep } from './proc';
+
+export type Worker = Child<WorkerCommand, WorkerReply>;
+export type Publisher = Child<PublisherCommand, PublisherReply>;
+
+/** A figure of a scenario run against one hub (number, or a string for a reason / an error). */
+export type Figures = Record<string, number | string | boolean>;
+
+/** What every scenario gets: the load processes, the options and the means to start hubs. */
+export class Context {
+  private exchangeCount = 0;
+  readonly exchanges: string[] = [];
+  /** Latest per-channel minimum reported by each worker (closed-loop publishing). */
+  private progressByWorker = new Map<number, Record<string, number>>();
+
+  constructor(
+    readonly opts: Options,
+    readonly workers: Worker[],
+    readonly publisher: Publisher,
+    readonly amqp: ChannelModel,
+    readonly hubOptions: Omit<HubOptions, 'exchange'>,
+    readonly runId: string,
+  ) {
+    workers.forEach((w, i) =>
+      w.onUnsolicited = (r) => {
+        if (r.ev !== 'progress') return;
+        this.progressByWorker.set(i, r.min);
+        this.forwardProgress();
+      },
+    );
+  }
+
+  /** A fresh exchange per hub start, so that no scenario sees another's events or history. */
+  newExchange(kind: HubKind): string {
+    const name = `bench.${this.runId}.${++this.exchangeCount}.${kind}`;
+    this.exchanges.push(name);
+    return name;
+  }
+
+  async startHubs(kind: HubKind, count: number, scenario: string): Promise<{ hubs: Hub[]; exchange: string }> {
+    const exchange = this.newExchange(kind);
+    const hubs: Hub[] = [];
+    try {
+      for (let i = 0; i < count; i++) {
+        hubs.push(await Hub.start(kind, { ...this.hubOptions, exchange }, `${this.runId}-${scenario}-${i}`));
+      }
+      for (const h of hubs) await h.probe(this.amqp, exchange, this.hubOptions.secret);
+    } catch (err) {
+      await Promise.all(hubs.map((h) => h.stop()));
+      throw err;
+    }
+    return { hubs, exchange };
+  }
+
+  /**
+   * `count` sockets of endpoint kind execution over `channels` execution channels (ids from 1), on the given
+   * ports round-robin, users 1..1000 round-robin.
+   */
+  specs(count: number, channels: number, ports: number[], batch = false): SocketSpec[] {
+    return Array.from({ length: count }, (_, i) => {
+      const id = (i % channels) + 1;
+      const port = ports[i % ports.length];
+      return {
+        url: `ws://127.0.0.1:${port}/ws/execution/${id}${batch ? '?batch=1' : ''}`,
+        channel: `execution.${id}`,
+        userId: (i % 1000) + 1,
+      };
+    });
+  }
+
+  channelNames(channels: number): string[] {
+    return Array.from({ length: channels }, (_, i) => `execution.${i + 1}`);
+  }
+
+  /** Opens the specs spread over the workers, at `ratePerSec` in total. */
+  async connect(specs: SocketSpec[], ratePerSec: number): Promise<ConnectResult> {
+    const share = this.workers.map(() => [] as SocketSpec[]);
+    specs.forEach((s, i) => share[i % share.length].push(s));
+    const replies = await Promise.all(
+      this.workers.map((w, i) =>
+        w.call(
+          { cmd: 'connect', sockets: share[i], ratePerSec: ratePerSec / this.workers.length, secret: this.opts.secret },
+          'connected',
+        ),
+      ),
+    );
+    const total: ConnectResult = { ev: 'connected', opened: 0, failed: 0, connectMs: [], openToFrameMs: [], errors: {} };
+    for (const r of replies) {
+      total.opened += r.opened;
+      total.failed += r.failed;
+      total.connectMs.push(...r.connectMs);
+      total.openToFrameMs.push(...r.openToFrameMs);
+      addCounts(total.errors, r.errors);
+    }
+    return total;
+  }
+
+  async reset(recordLatency: boolean): Promise<void> {
+    this.progressByWorker.clear();
+    await Promise.all(this.workers.map((w) => w.call({ cmd: 'reset', recordLatency }, 'reset')));
+  }
+
+  async collect(published: Record<string, number>): Promise<Collected> {
+    const replies = await Promise.all(this.workers.map((w) => w.call({ cmd: 'collect', published }, 'collected')));
+    return Collected.merge(replies);
+  }
+
+  /**
+   * Waits until every subscriber has every published event (or nothing new arrived for `quietMs`), then
+   * returns the merged accounting.
+   */
+  async drain(published: Record<string, number>, quietMs = 3000): Promise<Collected> {
+    let last = await this.collect(published);
+    let lastChange = Date.now();
+    while (last.missing > 0 && Date.now() - lastChange < quietMs) {
+      await sleep(100);
+      const now = await this.collect(published);
+      if (now.received !== last.received) lastChange = Date.now();
+      last = now;
+    }
+    return last;
+  }
+
+  async closeAll(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.call({ cmd: 'closeAll' }, 'closed', 60_000)));
+  }
+
+  track(everyMs: number): void {
+    for (const w of this.workers) w.send({ cmd: 'track', everyMs });
+  }
+
+  untrack(): void {
+    for (const w of this.workers) w.send({ cmd: 'untrack' });
+  }
+
+  private forwardProgress(): void {
+    const min: Record<string, number> = {};
+    for (const m of this.progressByWorker.values()) {
+      for (const [c, n] of Object.entries(m)) if (min[c] === undefined || n < min[c]) min[c] = n;
+    }
+    this.publisher.send({ cmd: 'progress', min });
+  }
+
+  openLoop(exchange: string, channels: string[], ratePerSec: number, durationMs: number): Promise<PublishResult> {
+    return this.publisher.call(
+      { cmd: 'open-loop', exchange, channels, ratePerSec, durationMs },
+      'published',
+      durationMs + 120_000,
+    );
+  }
+
+  closedLoop(exchange: string, channels: string[], window: number, durationMs: number): Promise<PublishResult> {
+    return this.publisher.call(
+      { cmd: 'closed-loop', exchange, channels, window, durationMs },
+      'published',
+      durationMs + 120_000,
+    );
+  }
+}
+
+/** The merged delivery accounting of all workers. */
+export class Collected {
+  latency: Distribution = distribution([]);
+  received = 0;
+  frames = 0;
+  duplicates = 0;
+  reordered = 0;
+  missing = 0;
+  receivedByPort: Record<string, number> = {};
+  unexpected: Record<string, number> = {};
+
+  static merge(replies: CollectResult[]): Collected {
+    const c = new Collected();
+    const latencies: number[] = [];
+    for (const r of replies) {
+      for (const v of r.latencyMs) latencies.push(v);
+      for (const t of Object.values(r.channels) as ChannelTally[]) {
+        c.received += t.received;
+        c.frames += t.frames;
+        c.duplicates += t.duplicates;
+        c.reordered += t.reordered;
+        c.missing += t.missing;
+      }
+      addCounts(c.receivedByPort, r.receivedByPort);
+      addCounts(c.unexpected, r.unexpected);
+    }
+    c.latency = distribution(latencies);
+    return c;
+  }
+}
+
+export function describeCounts(counts: Record<string, number>): string {
+  const parts = Object.entries(counts).map(([k, v]) => `${k}:${v}`);
+  return parts.length ? parts.join(' ') : 'none';
+}
+
+export function sum(counts: Record<string, number>): number {
+  return Object.values(counts).reduce((a, b) => a + b, 0);
+}

@@ -1,0 +1,156 @@
+import type { HubKind } from './hubs';
+
+export const SCENARIOS = ['capacity', 'latency', 'fanout', 'churn', 'multi'] as const;
+export type Scenario = (typeof SCENARIOS)[number];
+
+/** Every knob of a run; defaults are the issue's figures, `--quick` shrinks them to a smoke run. */
+export interface Options {
+  only: Scenario[];
+  targets: HubKind[];
+  json: string;
+  quick: boolean;
+  workers: number;
+  secret: string;
+  apiKey: string;
+  rabbitUrl: string;
+  serviceEnv: Record<string, string>;
+  /** capacity: connection counts held in turn (incrementally). */
+  connections: number[];
+  connectRate: number;
+  capacityChannels: number;
+  /** latency (and multi): subscribers, channels, events/s, seconds. */
+  latencySubscribers: number;
+  latencyChannels: number;
+  latencyRate: number;
+  latencySeconds: number;
+  /** fanout: subscribers, channels, seconds measured (after a warm-up), events in flight per channel. */
+  fanoutSubscribers: number;
+  fanoutChannels: number;
+  fanoutSeconds: number;
+  fanoutWarmupSeconds: number;
+  window: number;
+  /** churn: connects/s, how long each churning socket stays, seconds, steady subscribers, events/s. */
+  churnRate: number;
+  churnHoldMs: number;
+  churnSeconds: number;
+  churnSubscribers: number;
+  churnEventRate: number;
+  settleSeconds: number;
+}
+
+const HELP = `npm run bench -- [flags]
+  --only LIST            scenarios, comma-separated: ${SCENARIOS.join(',')} (default: all)
+  --targets LIST         service,baseline (default both)
+  --quick                smoke run: small numbers, under a minute
+  --json PATH            results file (default bench/results/latest.json)
+  --workers N            client processes (default 4)
+  --connections LIST     capacity: connection counts held in turn (default 10000,19000)
+  --connect-rate N       connects/s in capacity, latency, fanout set-up (default 1000)
+  --latency-rate N       latency: events/s (default 500)   --latency-seconds N (default 20)
+  --fanout-seconds N     fanout: measured seconds per mode (default 15)
+  --window N             fanout: events in flight per channel (default 10)
+  --churn-rate N         churn: connects/s (default 200)  --churn-seconds N (default 20)
+  --service-env K=V      extra environment for the service (repeatable)`;
+
+export function parseOptions(argv: string[]): Options {
+  const quick = argv.includes('--quick');
+  const o: Options = {
+    only: [...SCENARIOS],
+    targets: ['service', 'baseline'],
+    json: 'bench/results/latest.json',
+    quick,
+    workers: 4,
+    secret: 'bench-secret-0123456789abcdef0123456789abcdef',
+    apiKey: 'bench-publish-key',
+    rabbitUrl: process.env.RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
+    serviceEnv: {},
+    connections: quick ? [1000] : [10_000, 19_000],
+    connectRate: 1000,
+    capacityChannels: quick ? 100 : 1000,
+    latencySubscribers: quick ? 200 : 1000,
+    latencyChannels: quick ? 20 : 100,
+    latencyRate: quick ? 200 : 500,
+    latencySeconds: quick ? 3 : 20,
+    fanoutSubscribers: quick ? 500 : 5000,
+    fanoutChannels: 10,
+    fanoutSeconds: quick ? 2 : 15,
+    fanoutWarmupSeconds: quick ? 1 : 3,
+    window: 10,
+    churnRate: quick ? 50 : 200,
+    churnHoldMs: 1000,
+    churnSeconds: quick ? 3 : 20,
+    churnSubscribers: quick ? 100 : 500,
+    churnEventRate: quick ? 50 : 100,
+    settleSeconds: quick ? 1 : 5,
+  };
+  const list = (v: string): string[] => v.split(',').map((s) => s.trim()).filter(Boolean);
+  const num = (flag: string, v: string): number => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag}: not a positive number: ${v}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    if (flag === '--quick') continue;
+    if (flag === '--help' || flag === '-h') {
+      console.log(HELP);
+      process.exit(0);
+    }
+    const v = argv[++i];
+    if (v === undefined) throw new Error(`${flag} needs a value\n${HELP}`);
+    switch (flag) {
+      case '--only': {
+        const names = list(v);
+        const bad = names.filter((n) => !(SCENARIOS as readonly string[]).includes(n));
+        if (bad.length) throw new Error(`--only: unknown scenario(s) ${bad.join(',')}`);
+        o.only = names as Scenario[];
+        break;
+      }
+      case '--targets':
+        o.targets = list(v).filter((t): t is HubKind => t === 'service' || t === 'baseline');
+        break;
+      case '--json':
+        o.json = v;
+        break;
+      case '--workers':
+        o.workers = num(flag, v);
+        break;
+      case '--connections':
+        o.connections = list(v).map((x) => num(flag, x));
+        break;
+      case '--connect-rate':
+        o.connectRate = num(flag, v);
+        break;
+      case '--latency-rate':
+        o.latencyRate = num(flag, v);
+        break;
+      case '--latency-seconds':
+        o.latencySeconds = num(flag, v);
+        break;
+      case '--fanout-seconds':
+        o.fanoutSeconds = num(flag, v);
+        break;
+      case '--window':
+        o.window = num(flag, v);
+        break;
+      case '--churn-rate':
+        o.churnRate = num(flag, v);
+        break;
+      case '--churn-seconds':
+        o.churnSeconds = num(flag, v);
+        break;
+      case '--service-env': {
+        const eq = v.indexOf('=');
+        if (eq < 1) throw new Error(`--service-env wants K=V, got ${v}`);
+        o.serviceEnv[v.slice(0, eq)] = v.slice(eq + 1);
+        break;
+      }
+      default:
+        throw new Error(`unknown flag ${flag}\n${HELP}`);
+    }
+  }
+  // Each client process may hold at most 20,000 open files; keep a margin for its other descriptors.
+  const most = Math.max(...o.connections, o.fanoutSubscribers);
+  o.workers = Math.max(o.workers, Math.ceil(most / 15_000));
+  return o;
+}

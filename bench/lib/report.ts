@@ -1,0 +1,169 @@
+import type { Figures } from './context';
+import type { HubKind } from './hubs';
+
+/** results[scenario][hub kind] = its figures (or `{ error }` when the run failed). */
+export type Results = Record<string, Partial<Record<HubKind, Figures>>>;
+
+interface Verdict {
+  target: string;
+  pass: boolean | null;
+}
+
+interface Row {
+  scenario: string;
+  key: string;
+  label: string;
+  /** The target, judged on the service's figure (and the baseline's where the target is relative). */
+  target?: (service: number, baseline: number, s: Figures) => Verdict;
+}
+
+const atMost = (limit: number, unit: string) => (v: number): Verdict => ({
+  target: `≤ ${limit} ${unit}`.trim(),
+  pass: Number.isFinite(v) ? v <= limit : null,
+});
+const zero = (v: number): Verdict => ({ target: '0', pass: Number.isFinite(v) ? v === 0 : null });
+
+const ROWS: Row[] = [
+  {
+    scenario: 'capacity',
+    key: 'held',
+    label: 'connections held',
+    target: (v, _b, s) =>
+      Number(s.requested) >= 19_000
+        ? { target: '≥ 19000', pass: v >= 19_000 }
+        : { target: `≥ 19000 (ran ${s.requested})`, pass: null },
+  },
+  { scenario: 'capacity', key: 'idle_rss_mb', label: 'idle RSS (MB)', target: atMost(80, 'MB') },
+  { scenario: 'capacity', key: 'rss_mb', label: 'RSS with connections (MB)' },
+  {
+    scenario: 'capacity',
+    key: 'kb_per_conn',
+    label: 'KB per connection',
+    target: (v, b) => ({
+      target: '≤ 1.5× baseline',
+      pass: Number.isFinite(v) && Number.isFinite(b) ? v <= 1.5 * b : null,
+    }),
+  },
+  { scenario: 'capacity', key: 'connect_p50_ms', label: 'connect p50 (ms)' },
+  { scenario: 'capacity', key: 'connect_p99_ms', label: 'connect p99 (ms)', target: atMost(10, 'ms') },
+  { scenario: 'capacity', key: 'open_to_frame_p99_ms', label: 'upgrade → connection frame p99 (ms)' },
+  { scenario: 'capacity', key: 'connect_errors', label: 'connect errors / drops', target: zero },
+  { scenario: 'latency', key: 'publish_rate', label: 'publish rate (events/s)' },
+  { scenario: 'latency', key: 'p50_ms', label: 'latency p50 (ms)' },
+  { scenario: 'latency', key: 'p90_ms', label: 'latency p90 (ms)' },
+  { scenario: 'latency', key: 'p99_ms', label: 'latency p99 (ms)', target: atMost(5, 'ms') },
+  { scenario: 'latency', key: 'max_ms', label: 'latency max (ms)' },
+  { scenario: 'latency', key: 'missing', label: 'missing', target: zero },
+  { scenario: 'latency', key: 'duplicates', label: 'duplicated', target: zero },
+  { scenario: 'latency', key: 'reordered', label: 'out of order', target: zero },
+  { scenario: 'latency', key: 'server_cpu_s', label: 'server CPU (s)' },
+  {
+    scenario: 'fanout',
+    key: 'deliveries_per_s',
+    label: 'deliveries/s',
+    target: (v, b) => ({
+      target: '≥ 90% baseline',
+      pass: Number.isFinite(v) && Number.isFinite(b) ? v >= 0.9 * b : null,
+    }),
+  },
+  { scenario: 'fanout', key: 'cpu_s_per_100k', label: 'server CPU s / 100k deliveries' },
+  { scenario: 'fanout', key: 'server_cpu_share', label: 'server CPU share (cores)' },
+  { scenario: 'fanout', key: 'missing', label: 'missing', target: zero },
+  { scenario: 'fanout', key: 'dropped_sockets', label: 'sockets dropped' },
+  { scenario: 'fanout_batch', key: 'deliveries_per_s', label: 'deliveries/s (events)' },
+  { scenario: 'fanout_batch', key: 'gain_vs_unbatched', label: 'gain vs batch=0 (×)' },
+  { scenario: 'fanout_batch', key: 'events_per_frame', label: 'events per frame' },
+  { scenario: 'fanout_batch', key: 'cpu_s_per_100k', label: 'server CPU s / 100k deliveries' },
+  { scenario: 'fanout_batch', key: 'missing', label: 'missing', target: zero },
+  { scenario: 'churn', key: 'churn_attempted', label: 'churn connects' },
+  { scenario: 'churn', key: 'churn_errors', label: 'churn errors', target: zero },
+  { scenario: 'churn', key: 'churn_connect_p99_ms', label: 'churn connect p99 (ms)' },
+  { scenario: 'churn', key: 'steady_missing', label: 'steady subscribers: missing', target: zero },
+  { scenario: 'churn', key: 'rss_before_mb', label: 'RSS before (MB)' },
+  { scenario: 'churn', key: 'rss_after_half_1_mb', label: 'RSS after 1st half (MB)' },
+  { scenario: 'churn', key: 'rss_after_mb', label: 'RSS after 2nd half (MB)' },
+  { scenario: 'churn', key: 'rss_growth_second_half_mb', label: 'RSS growth, 2nd half (MB)' },
+  { scenario: 'multi', key: 'p50_ms', label: '2 instances: latency p50 (ms)' },
+  { scenario: 'multi', key: 'p99_ms', label: '2 instances: latency p99 (ms)', target: atMost(5, 'ms') },
+  { scenario: 'multi', key: 'max_ms', label: '2 instances: latency max (ms)' },
+  { scenario: 'multi', key: 'missing', label: '2 instances: missing', target: zero },
+  { scenario: 'multi', key: 'duplicates', label: '2 instances: duplicated', target: zero },
+  { scenario: 'multi', key: 'reordered', label: '2 instances: out of order', target: zero },
+  { scenario: 'multi', key: 'delivered_instance_1', label: 'deliveries via instance 1' },
+  { scenario: 'multi', key: 'delivered_instance_2', label: 'deliveries via instance 2' },
+];
+
+function fmt(v: number | string | boolean | undefined): string {
+  if (v === undefined) return '-';
+  if (typeof v !== 'number') return String(v);
+  if (!Number.isFinite(v)) return 'n/a';
+  if (Number.isInteger(v)) return String(v);
+  const a = Math.abs(v);
+  return v.toFixed(a >= 100 ? 0 : a >= 10 ? 1 : a >= 1 ? 2 : 3);
+}
+
+export interface TableRow {
+  scenario: string;
+  figure: string;
+  service: number | string | null;
+  baseline: number | string | null;
+  ratio: number | null;
+  target: string;
+  pass: boolean | null;
+}
+
+export function tableRows(results: Results): TableRow[] {
+  const rows: TableRow[] = [];
+  for (const row of ROWS) {
+    const r = results[row.scenario];
+    if (!r) continue;
+    const s = r.service?.[row.key];
+    const b = r.baseline?.[row.key];
+    const sn = typeof s === 'number' ? s : NaN;
+    const bn = typeof b === 'number' ? b : NaN;
+    const verdict = row.target && r.service && !r.service.error ? row.target(sn, bn, r.service) : undefined;
+    rows.push({
+      scenario: row.scenario,
+      figure: row.label,
+      service: s === undefined ? null : typeof s === 'boolean' ? String(s) : s,
+      baseline: b === undefined ? null : typeof b === 'boolean' ? String(b) : b,
+      ratio: Number.isFinite(sn) && Number.isFinite(bn) && bn !== 0 ? sn / bn : null,
+      target: verdict?.target ?? '',
+      pass: verdict?.pass ?? null,
+    });
+  }
+  for (const [scenario, r] of Object.entries(results)) {
+    for (const kind of ['service', 'baseline'] as const) {
+      const err = r[kind]?.error;
+      if (err !== undefined) {
+        rows.push({
+          scenario,
+          figure: `${kind} FAILED`,
+          service: kind === 'service' ? String(err) : null,
+          baseline: kind === 'baseline' ? String(err) : null,
+          ratio: null,
+          target: '',
+          pass: kind === 'service' ? false : null,
+        });
+      }
+    }
+  }
+  return rows;
+}
+
+/** The table as aligned plain text (also valid Markdown). */
+export function renderTable(rows: TableRow[]): string {
+  const head = ['scenario', 'figure', 'service', 'baseline', 'ratio', 'target', 'pass'];
+  const body = rows.map((r) => [
+    r.scenario,
+    r.figure,
+    fmt(r.service ?? undefined),
+    fmt(r.baseline ?? undefined),
+    r.ratio === null ? '' : `${r.ratio.toFixed(2)}×`,
+    r.target,
+    r.pass === null ? '' : r.pass ? 'pass' : 'MISS',
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
+  return [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
+}

@@ -1,0 +1,173 @@
+/**
+ * The publisher process of the benchmark (forked by `run.ts`): publishes `log_entry` events to the topic
+ * exchange with publisher confirms, as Django would, either at a fixed rate (open loop) or as fast as the
+ * slowest subscriber keeps up (closed loop: event k of a channel is published only once every subscriber of
+ * that channel has received event k - window, as reported by the client workers).
+ *
+ * Every event carries `seq` (1, 2, ... per channel and run: ordering and loss checks) and `sent_at_ns`
+ * (epoch ns taken just before the publish: latency), plus the header `x-published-at-ms` the service's own
+ * latency metric reads.
+ */
+import amqp from 'amqplib';
+import type { PublisherCommand, PublisherReply, PublishResult } from './lib/ipc';
+import { nowMs } from './lib/stats';
+
+let conn: amqp.ChannelModel | undefined;
+let ch: amqp.ConfirmChannel | undefined;
+let exchange = '';
+let progress: Record<string, number> = {};
+let wakeUp: (() => void) | undefined;
+
+function send(reply: PublisherReply): void {
+  process.send?.(reply);
+}
+
+interface Run {
+  published: Record<string, number>;
+  total: number;
+  nacked: number;
+  confirms: Promise<void>[];
+}
+
+function newRun(channels: string[]): Run {
+  return { published: Object.fromEntries(channels.map((c) => [c, 0])), total: 0, nacked: 0, confirms: [] };
+}
+
+/** Publishes the next event of `channel`; the confirm is collected in `run.confirms`. */
+function publishNext(run: Run, channel: string): boolean {
+  if (!ch) throw new Error('publisher not open');
+  const seq = ++run.published[channel];
+  run.total++;
+  const sentMs = nowMs();
+  const body = JSON.stringify({
+    type: 'log_entry',
+    execution_id: Number(channel.split('.')[1] ?? 0),
+    seq,
+    sent_at_ns: Math.round(sentMs * 1e6),
+    level: 'info',
+    message: `bench line ${seq} of ${channel}`,
+    step_name: 'bench',
+    source: 'step_output',
+  });
+  const channelRef = ch;
+  let flushed = true;
+  run.confirms.push(
+    new Promise<void>((resolve) => {
+      flushed = channelRef.publish(
+        exchange,
+        channel,
+        Buffer.from(body),
+        {
+          contentType: 'application/json',
+          headers: { 'x-published-at-ms': Math.floor(sentMs) },
+          timestamp: Math.floor(sentMs / 1000),
+        },
+        (err) => {
+          if (err) run.nacked++;
+          resolve();
+        },
+      );
+    }),
+  );
+  return flushed;
+}
+
+async function finish(run: Run, t0: number): Promise<void> {
+  await Promise.all(run.confirms);
+  const elapsedMs = nowMs() - t0;
+  const reply: PublishResult = {
+    ev: 'published',
+    published: run.published,
+    total: run.total,
+    nacked: run.nacked,
+    elapsedMs,
+    rate: (run.total * 1000) / elapsedMs,
+  };
+  send(reply);
+}
+
+/** Waits for the socket to drain when amqplib says its buffer is full (publish returned false). */
+function drained(): Promise<void> {
+  return new Promise((resolve) => ch?.once('drain', resolve));
+}
+
+async function openLoop(cmd: Extract<PublisherCommand, { cmd: 'open-loop' }>): Promise<void> {
+  exchange = cmd.exchange;
+  const run = newRun(cmd.channels);
+  const t0 = nowMs();
+  const count = Math.round((cmd.ratePerSec * cmd.durationMs) / 1000);
+  let k = 0;
+  while (k < count) {
+    const due = Math.min(count, Math.floor(((nowMs() - t0) * cmd.ratePerSec) / 1000) + 1);
+    let flushed = true;
+    for (; k < due; k++) flushed = publishNext(run, cmd.channels[k % cmd.channels.length]) && flushed;
+    if (!flushed) await drained();
+    // Sleep until the next event is due (timers fire with ~1 ms granularity, so events stay on schedule).
+    const next = t0 + (k * 1000) / cmd.ratePerSec;
+    await new Promise((r) => setTimeout(r, Math.max(0, next - nowMs())));
+  }
+  await finish(run, t0);
+}
+
+async function closedLoop(cmd: Extract<PublisherCommand, { cmd: 'closed-loop' }>): Promise<void> {
+  exchange = cmd.exchange;
+  const run = newRun(cmd.channels);
+  progress = Object.fromEntries(cmd.channels.map((c) => [c, 0]));
+  const t0 = nowMs();
+  while (nowMs() - t0 < cmd.durationMs) {
+    let sent = 0;
+    let flushed = true;
+    for (const c of cmd.channels) {
+      while (run.published[c] < progress[c] + cmd.window) {
+        flushed = publishNext(run, c) && flushed;
+        sent++;
+      }
+    }
+    if (!flushed) await drained();
+    // Nothing allowed: wait for the next progress report (or a short timeout, so the deadline is kept).
+    if (sent === 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 50);
+        wakeUp = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    } else {
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+  await finish(run, t0);
+}
+
+async function open(url: string): Promise<void> {
+  conn = await amqp.connect(url, { noDelay: true });
+  ch = await conn.createConfirmChannel();
+  send({ ev: 'opened' });
+}
+
+process.on('message', (msg: PublisherCommand) => {
+  switch (msg.cmd) {
+    case 'open':
+      void open(msg.url);
+      break;
+    case 'open-loop':
+      void openLoop(msg);
+      break;
+    case 'closed-loop':
+      void closedLoop(msg);
+      break;
+    case 'progress':
+      // Already the minimum over every worker's sockets (the orchestrator combines the reports).
+      Object.assign(progress, msg.min);
+      wakeUp?.();
+      break;
+    case 'close':
+      void (conn ? conn.close() : Promise.resolve()).finally(() => {
+        send({ ev: 'closed' });
+        process.exit(0);
+      });
+  }
+});
+process.on('disconnect', () => process.exit(0));
+send({ ev: 'ready' });

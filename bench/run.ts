@@ -1,0 +1,192 @@
+/**
+ * `npm run bench`: measures the service against a minimal baseline hub (`baseline-hub.ts`) under the same
+ * load, in the same run, on this machine. See bench/README.md for the scenarios, flags and targets.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import amqp from 'amqplib';
+import { Child } from './lib/children';
+import { Context, type Figures, type Publisher, type Worker } from './lib/context';
+import { Hub, type HubKind } from './lib/hubs';
+import type { PublisherCommand, PublisherReply, WorkerCommand, WorkerReply } from './lib/ipc';
+import { parseOptions, type Options } from './lib/options';
+import { renderTable, tableRows, type Results } from './lib/report';
+import { capacity } from './scenarios/capacity';
+import { churn } from './scenarios/churn';
+import { fanout } from './scenarios/fanout';
+import { latency } from './scenarios/latency';
+
+const repoRoot = resolve(__dirname, '..', '..');
+
+function log(msg: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+function ensureServiceBuilt(): void {
+  if (existsSync(join(repoRoot, 'dist', 'main.js'))) return;
+  log('dist/main.js missing: npm run build');
+  const r = spawnSync('npm', ['run', 'build'], { cwd: repoRoot, stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0 || !existsSync(join(repoRoot, 'dist', 'main.js'))) {
+    throw new Error('npm run build did not produce dist/main.js');
+  }
+}
+
+function machine(): Figures {
+  let osName = 'linux';
+  try {
+    osName = /PRETTY_NAME="([^"]+)"/.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? osName;
+  } catch {
+    // Not fatal: the name is only printed.
+  }
+  return {
+    nproc: cpus().length,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    memory_gb: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+    os: osName,
+    node: process.version,
+  };
+}
+
+type ScenarioRun = (ctx: Context, kind: HubKind) => Promise<Figures>;
+
+function plan(opts: Options): [string, ScenarioRun][] {
+  const all: Record<string, [string, ScenarioRun][]> = {
+    capacity: [['capacity', capacity]],
+    latency: [['latency', (c, k) => latency(c, k, 1)]],
+    fanout: [
+      ['fanout', (c, k) => fanout(c, k, false)],
+      ['fanout_batch', (c, k) => fanout(c, k, true)],
+    ],
+    churn: [['churn', churn]],
+    multi: [['multi', (c, k) => latency(c, k, 2)]],
+  };
+  return opts.only.flatMap((s) => all[s]);
+}
+
+/** Deletes every exchange and queue of this run (the service names its queues/streams after the exchange). */
+async function cleanupBroker(conn: amqp.ChannelModel, runId: string, exchanges: string[]): Promise<void> {
+  const list = (what: 'list_queues' | 'list_exchanges'): string[] => {
+    try {
+      return execFileSync('rabbitmqctl', [what, '-q', '--no-table-headers', 'name'], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      })
+        .split('\n')
+        .map((s) => s.trim())
+        .filter((s) => s.includes(runId));
+    } catch {
+      return [];
+    }
+  };
+  const ch = await conn.createChannel();
+  ch.on('error', () => undefined);
+  const queues = list('list_queues');
+  for (const q of queues) await ch.deleteQueue(q);
+  const names = new Set([...exchanges, ...list('list_exchanges')]);
+  for (const e of names) await ch.deleteExchange(e);
+  await ch.close();
+  log(`broker: deleted ${queues.length} queue(s)/stream(s), ${names.size} exchange(s) of run ${runId}`);
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2));
+  const started = Date.now();
+  const runId = randomBytes(4).toString('hex');
+  if (opts.targets.includes('service')) ensureServiceBuilt();
+  log(`run ${runId}: scenarios ${opts.only.join(',')}; targets ${opts.targets.join(',')}; ${opts.workers} client processes`);
+
+  const conn = await amqp.connect(opts.rabbitUrl, { noDelay: true });
+  conn.on('error', () => undefined);
+  const workers: Worker[] = Array.from(
+    { length: opts.workers },
+    (_, i) => new Child<WorkerCommand, WorkerReply>('client-worker.js', `client worker ${i}`),
+  );
+  const publisher: Publisher = new Child<PublisherCommand, PublisherReply>('publisher.js', 'publisher');
+  const children = [...workers, publisher];
+  const shutdown = (): void => {
+    for (const c of children) c.kill();
+    Hub.killAll();
+  };
+  process.on('SIGINT', () => {
+    shutdown();
+    process.exit(130);
+  });
+
+  const results: Results = {};
+  const ctx = new Context(
+    opts,
+    workers,
+    publisher,
+    conn,
+    {
+      rabbitUrl: opts.rabbitUrl,
+      secret: opts.secret,
+      apiKey: opts.apiKey,
+      repoRoot,
+      logDir: join(repoRoot, 'bench', 'results', 'logs'),
+      extraEnv: opts.serviceEnv,
+    },
+    runId,
+  );
+  try {
+    await Promise.all(children.map((c) => c.ready));
+    await publisher.call({ cmd: 'open', url: opts.rabbitUrl }, 'opened');
+
+    for (const [name, run] of plan(opts)) {
+      for (const kind of opts.targets) {
+        const t0 = Date.now();
+        log(`${name} / ${kind} ...`);
+        let figures: Figures;
+        try {
+          figures = await run(ctx, kind);
+        } catch (err) {
+          figures = { error: err instanceof Error ? err.message : String(err) };
+          // A failed scenario may leave sockets open: close them before the next one.
+          await ctx.closeAll().catch(() => undefined);
+          Hub.killAll();
+        }
+        (results[name] ??= {})[kind] = figures;
+        log(`${name} / ${kind} done in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${JSON.stringify(figures)}`);
+      }
+    }
+    const batch = results.fanout_batch;
+    for (const kind of opts.targets) {
+      const b = batch?.[kind]?.deliveries_per_s;
+      const u = results.fanout?.[kind]?.deliveries_per_s;
+      if (typeof b === 'number' && typeof u === 'number' && batch?.[kind]) batch[kind].gain_vs_unbatched = b / u;
+    }
+  } finally {
+    await cleanupBroker(conn, runId, ctx.exchanges).catch((err: unknown) => log(`broker clean-up failed: ${String(err)}`));
+    await publisher.call({ cmd: 'close' }, 'closed', 5000).catch(() => undefined);
+    shutdown();
+    await conn.close().catch(() => undefined);
+  }
+
+  const rows = tableRows(results);
+  const seconds = (Date.now() - started) / 1000;
+  const m = machine();
+  const when = new Date().toISOString();
+  console.log(
+    `\nansflow-realtime benchmark ${when}: ${m.nproc} cores (${m.cpu}), ${m.memory_gb} GB, ${m.os}, Node ${m.node};` +
+      ` load generator on the same machine; run took ${seconds.toFixed(0)} s${opts.quick ? ' (--quick)' : ''}\n`,
+  );
+  console.log(renderTable(rows));
+  const out = resolve(repoRoot, opts.json);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(
+    out,
+    JSON.stringify({ date: when, machine: m, seconds, options: { ...opts, secret: undefined, apiKey: undefined }, results, table: rows }, null, 2),
+  );
+  console.log(`\nJSON: ${out}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

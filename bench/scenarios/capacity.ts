@@ -1,0 +1,63 @@
+import { describeCounts, type Context, type Figures } from '../lib/context';
+import type { HubKind } from '../lib/hubs';
+import { cpuSeconds, rssKb, sleep } from '../lib/proc';
+import { distribution } from '../lib/stats';
+
+/**
+ * Capacity: resident memory idle and with N authenticated connections held (for each N of
+ * `--connections`, reached incrementally), KB per connection, and connect latency at `--connect-rate`.
+ */
+export async function capacity(ctx: Context, kind: HubKind): Promise<Figures> {
+  const { opts } = ctx;
+  const { hubs } = await ctx.startHubs(kind, 1, 'capacity');
+  const [hub] = hubs;
+  const f: Figures = { connect_rate_per_s: opts.connectRate };
+  try {
+    await sleep(opts.settleSeconds * 1000);
+    const idle = rssKb(hub.pid);
+    f.idle_rss_mb = idle / 1024;
+    const top = Math.max(...opts.connections);
+    const all = ctx.specs(top, opts.capacityChannels, [hub.port]);
+    const connectMs: number[] = [];
+    const openToFrameMs: number[] = [];
+    const errors: Record<string, number> = {};
+    let held = 0;
+    let done = 0;
+    for (const level of [...opts.connections].sort((a, b) => a - b)) {
+      const cpu0 = cpuSeconds(hub.pid);
+      const r = await ctx.connect(all.slice(done, level), opts.connectRate);
+      f[`connect_cpu_s_per_1000_at_${level}`] = ((cpuSeconds(hub.pid) - cpu0) * 1000) / (level - done);
+      done = level;
+      held += r.opened;
+      connectMs.push(...r.connectMs);
+      openToFrameMs.push(...r.openToFrameMs);
+      for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+      await sleep(opts.settleSeconds * 1000);
+      const rss = rssKb(hub.pid);
+      f[`held_at_${level}`] = held;
+      f[`rss_mb_at_${level}`] = rss / 1024;
+      f[`kb_per_conn_at_${level}`] = (rss - idle) / Math.max(1, held);
+    }
+    // Sockets the server dropped while they were held count as not held.
+    const c = await ctx.collect({});
+    const dropped = Object.values(c.unexpected).reduce((a, b) => a + b, 0);
+    f.held = held - dropped;
+    f.requested = top;
+    f.rss_mb = rssKb(hub.pid) / 1024;
+    f.kb_per_conn = (rssKb(hub.pid) - idle) / Math.max(1, held - dropped);
+    const d = distribution(connectMs);
+    const o = distribution(openToFrameMs);
+    f.connect_p50_ms = d.p50;
+    f.connect_p99_ms = d.p99;
+    f.connect_max_ms = d.max;
+    f.open_to_frame_p50_ms = o.p50;
+    f.open_to_frame_p99_ms = o.p99;
+    f.connect_errors = Object.values(errors).reduce((a, b) => a + b, 0) + dropped;
+    f.connect_error_kinds = describeCounts({ ...errors, ...c.unexpected });
+    f.alive = hub.alive;
+  } finally {
+    await ctx.closeAll();
+    await hub.stop();
+  }
+  return f;
+}
