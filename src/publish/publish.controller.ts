@@ -28,10 +28,11 @@ export class PublishController {
       this.authenticate(authorization);
       const parsed = PublishBody.safeParse(body);
       if (!parsed.success) {
-        const reason = parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
+        const single = !Array.isArray(body);
+        const reason = parsed.error.issues.map((i) => `${(single ? i.path.slice(1) : i.path).join('.') || 'body'}: ${i.message}`).join('; ');
         throw new HttpException({ statusCode: 400, error: 'Bad Request', message: reason }, 400);
       }
-      const items = Array.isArray(parsed.data) ? parsed.data : [parsed.data];
+      const items = parsed.data;
       if (items.length > this.config.PUBLISH_MAX_BATCH) {
         throw new HttpException({ statusCode: 400, error: 'Bad Request', message: `at most ${this.config.PUBLISH_MAX_BATCH} events per request` }, 400);
       }

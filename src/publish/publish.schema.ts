@@ -9,6 +9,11 @@ const Item = z.object({
   message_id: z.string().min(1).max(200).optional(),
 });
 
-/** Body of `POST /api/v1/publish`: one item or a list of them. */
-export const PublishBody = z.union([Item, z.array(Item).min(1)]);
+/** Body of `POST /api/v1/publish`: one item or a list of them (parsed separately so errors name the field). */
+export const PublishBody = {
+  safeParse(body: unknown): ReturnType<typeof ItemList.safeParse> {
+    return Array.isArray(body) ? ItemList.safeParse(body) : ItemList.safeParse([body]);
+  },
+};
+const ItemList = z.array(Item).min(1, 'at least one event');
 export type PublishItem = z.infer<typeof Item>;
