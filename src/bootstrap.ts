@@ -101,7 +101,7 @@ async function runShutdown(app: NestExpressApplication, adapter: UpgradeRouterAd
   // Wait for the close handshakes (bounded), then cut whatever is left.
   while (registry.size > 0 && Date.now() < deadline - 200) await sleep(25);
   for (const conn of registry.connections()) conn.ws.terminate();
-  const http = app.getHttpServer() as import('node:http').Server;
+  const http = app.getHttpServer();
   await Promise.race([app.close(), sleep(Math.max(100, deadline - Date.now()))]);
   http.closeAllConnections();
   logger.info({ ms: Date.now() - started, sockets: open }, 'shutdown complete');

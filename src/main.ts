@@ -13,7 +13,8 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const { logger, shutdown } = service;
+  const { logger } = service;
+  const shutdown = (): Promise<void> => service.shutdown();
   let signalled = false;
   const onSignal = (signal: string): void => {
     if (signalled) return;

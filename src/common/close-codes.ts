@@ -15,7 +15,7 @@ export const CloseCode = {
   MessageTooBig: 1009,
   /** Unexpected server error. */
   InternalError: 1011,
-  /** Authentication failed: the reason is `token_required`, `token_invalid` or `token_expired`. */
+  /** Authentication failed: `token_required`, `token_invalid`, `token_expired` or `token_user_mismatch`. */
   Unauthorized: 4001,
   /** Authenticated, but not allowed to read this channel (or cross-origin upgrade refused). */
   Forbidden: 4003,

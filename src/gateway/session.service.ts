@@ -182,13 +182,16 @@ export class SessionService {
       return;
     }
     if (endpoint.handleFrame !== undefined && (await endpoint.handleFrame(conn, frame))) return;
-    if (frame.type === ClientFrameType.Subscribe) {
+    if (frame.type === ClientFrameType.Subscribe || frame.type === ClientFrameType.Unsubscribe) {
+      // `events` is echoed for today's clients; a socket reads all events of its channels (filtering per socket
+      // would cost the shared-frame fan-out).
       const events = frame.events;
       if (events !== undefined && !(Array.isArray(events) && events.every((e) => typeof e === 'string') && events.length <= 100)) {
         this.sendError(conn, ErrorCode.InvalidFrame, '"events" must be a list of at most 100 strings');
         return;
       }
-      conn.sendJson({ type: ServerFrameType.Subscribed, events: events ?? [], ...endpoint.subscribedExtras?.(conn), timestamp: now() });
+      const type = frame.type === ClientFrameType.Subscribe ? ServerFrameType.Subscribed : ServerFrameType.Unsubscribed;
+      conn.sendJson({ type, events: events ?? [], ...endpoint.subscribedExtras?.(conn), timestamp: now() });
       return;
     }
     this.sendError(conn, ErrorCode.UnknownType, `Unknown frame type "${frame.type.slice(0, 64)}"`);

@@ -101,7 +101,7 @@ export class UpgradeRouterAdapter extends AbstractWsAdapter {
     const http = this.httpServer as HttpServer;
     http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       try {
-        this.route(req as UpgradeRequest, socket, head);
+        this.route(req, socket, head);
       } catch (err) {
         this.logger.error({ err, path: redactUrl(req.url) }, 'upgrade failed');
         socket.destroy();

@@ -9,6 +9,8 @@ export const MetricName = {
   AuthFailures: 'websocket_auth_failures_total',
   FramesSent: 'websocket_frames_sent_total',
   BytesSent: 'websocket_bytes_sent_total',
+  /** Events written (a `batch` frame carries several). */
+  EventsSent: 'websocket_events_sent_total',
   FramesReceived: 'websocket_frames_received_total',
   MessagesDropped: 'websocket_messages_dropped_total',
   MessageLatency: 'websocket_message_latency_seconds',

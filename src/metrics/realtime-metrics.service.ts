@@ -21,7 +21,7 @@ export class RealtimeMetrics implements HubStats {
   readonly closed = new Counter({ name: MetricName.ConnectionsClosed, help: 'WebSocket connections closed, by close code', labelNames: ['endpoint', 'code'] });
   readonly authFailures = new Counter({ name: MetricName.AuthFailures, help: 'Refused tokens by reason', labelNames: ['endpoint', 'reason'] });
   readonly framesSent = new Counter({ name: MetricName.FramesSent, help: 'WebSocket frames written', labelNames: ['endpoint'] });
-  readonly eventsSent = new Counter({ name: 'websocket_events_sent_total', help: 'Events written (a batch frame carries several)', labelNames: ['endpoint'] });
+  readonly eventsSent = new Counter({ name: MetricName.EventsSent, help: 'Events written (a batch frame carries several)', labelNames: ['endpoint'] });
   readonly bytesSent = new Counter({ name: MetricName.BytesSent, help: 'Bytes of frame payload written', labelNames: ['endpoint'] });
   readonly framesReceived = new Counter({ name: MetricName.FramesReceived, help: 'Frames received from clients', labelNames: ['endpoint'] });
   readonly dropped = new Counter({ name: MetricName.MessagesDropped, help: 'Events not delivered, by reason', labelNames: ['endpoint', 'reason'] });

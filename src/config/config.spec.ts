@@ -1,0 +1,32 @@
+import { ConfigError, loadConfig } from './config';
+
+describe('loadConfig', () => {
+  it('has working defaults in development without any variable', () => {
+    const c = loadConfig({});
+    expect(c.PORT).toBe(8001);
+    expect(c.AUTH_REQUIRED).toBe(true);
+    expect(c.jwtKeyGenerated).toBe(true);
+  });
+
+  it('names every bad variable at once', () => {
+    try {
+      loadConfig({ PORT: 'abc', AUTH_REQUIRED: 'maybe', JWT_LEEWAY_SECONDS: '-1', DJANGO_SECRET_KEY: 'x'.repeat(40) });
+      throw new Error('accepted');
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      const msg = (err as Error).message;
+      for (const name of ['PORT', 'AUTH_REQUIRED', 'JWT_LEEWAY_SECONDS']) expect(msg).toContain(name);
+    }
+  });
+
+  it('refuses a missing or placeholder signing key in production', () => {
+    expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/DJANGO_SECRET_KEY/);
+    expect(() => loadConfig({ NODE_ENV: 'production', DJANGO_SECRET_KEY: 'changeme' })).toThrow(/DJANGO_SECRET_KEY/);
+    expect(() => loadConfig({ NODE_ENV: 'production', JWT_ALGORITHM: 'RS256' })).toThrow(/JWT_VERIFYING_KEY/);
+  });
+
+  it('parses the origin allowlist', () => {
+    expect(loadConfig({ ALLOWED_ORIGINS: 'https://a.example, https://b.example' }).allowedOrigins).toEqual(new Set(['https://a.example', 'https://b.example']));
+    expect(loadConfig({ ALLOWED_ORIGINS: '*' }).allowedOrigins).toBeUndefined();
+  });
+});

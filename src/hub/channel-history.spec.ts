@@ -1,0 +1,52 @@
+import { ChannelHistory } from './channel-history';
+import type { HubEvent } from './hub-event';
+
+function ev(channel: string, position: number, receivedAtMs = Date.now()): HubEvent {
+  return { channel, type: 't', position, frame: Buffer.from('{}'), publishedAtMs: undefined, receivedAtMs };
+}
+
+describe('ChannelHistory', () => {
+  it('returns every event after the position, merged across channels in order', () => {
+    const h = new ChannelHistory({ size: 10, ttlMs: 60_000, maxChannels: 10 }, 0);
+    [ev('a', 1), ev('b', 2), ev('a', 3), ev('c', 4), ev('b', 5)].forEach((e) => h.append(e));
+    const r = h.since(['a', 'b'], 1);
+    expect(r.complete).toBe(true);
+    expect(r.events.map((e) => e.position)).toEqual([2, 3, 5]);
+  });
+
+  it('is incomplete when events after the position were dropped by count', () => {
+    const h = new ChannelHistory({ size: 2, ttlMs: 60_000, maxChannels: 10 }, 0);
+    for (let p = 1; p <= 5; p++) h.append(ev('a', p));
+    expect(h.since(['a'], 1).complete).toBe(false);
+    expect(h.since(['a'], 3)).toMatchObject({ complete: true });
+    expect(h.since(['a'], 3).events.map((e) => e.position)).toEqual([4, 5]);
+  });
+
+  it('is incomplete when events expired by age', () => {
+    const h = new ChannelHistory({ size: 100, ttlMs: 1000, maxChannels: 10 }, 0);
+    const t = Date.now();
+    h.append(ev('a', 1, t - 5000));
+    h.append(ev('a', 2, t));
+    expect(h.since(['a'], 0, t).complete).toBe(false);
+    expect(h.since(['a'], 1, t).complete).toBe(true);
+  });
+
+  it('is incomplete for positions before this instance started reading, or unknown, or in the future', () => {
+    const h = new ChannelHistory({ size: 100, ttlMs: 60_000, maxChannels: 10 }, undefined);
+    expect(h.since(['a'], 5).complete).toBe(false);
+    h.setStartFloor(9);
+    h.append(ev('a', 10));
+    expect(h.since(['a'], 8).complete).toBe(false);
+    expect(h.since(['a'], 9).complete).toBe(true);
+    expect(h.since(['quiet'], 9).complete).toBe(true);
+    expect(h.since(['a'], 11).complete).toBe(false);
+  });
+
+  it('keeps completeness honest when a whole channel log is evicted', () => {
+    const h = new ChannelHistory({ size: 100, ttlMs: 60_000, maxChannels: 1 }, 0);
+    h.append(ev('a', 1));
+    h.append(ev('b', 2)); // evicts channel a
+    expect(h.since(['a'], 0).complete).toBe(false);
+    expect(h.since(['a'], 1).complete).toBe(true);
+  });
+});

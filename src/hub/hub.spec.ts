@@ -1,0 +1,92 @@
+import { Hub } from './hub';
+import type { Subscriber } from './hub-event';
+
+class Sink implements Subscriber {
+  readonly frames: string[] = [];
+  constructor(
+    readonly kind: 'execution' | 'monitor' = 'execution',
+    readonly batch = false,
+  ) {}
+  write(frame: Buffer): boolean {
+    this.frames.push(frame.toString());
+    return true;
+  }
+  parsed(): Record<string, unknown>[] {
+    return this.frames.map((f) => JSON.parse(f) as Record<string, unknown>);
+  }
+}
+
+function hub(batchWindowMs = 0): Hub {
+  return new Hub({ history: { size: 100, ttlMs: 60_000, maxChannels: 100 }, dedupWindow: 100, batchWindowMs, batchMaxEvents: 50, externalPositions: false });
+}
+
+describe('Hub', () => {
+  it('serializes once: every subscriber gets the same buffer', () => {
+    const h = hub();
+    const seen: Buffer[] = [];
+    const sub = (): Subscriber => ({ kind: 'execution', batch: false, write: (f) => (seen.push(f), true) });
+    h.subscribe(sub(), ['execution.1']);
+    h.subscribe(sub(), ['execution.1']);
+    h.publish('execution.1', { type: 'log_entry', message: 'x' });
+    expect(seen).toHaveLength(2);
+    expect(seen[0]).toBe(seen[1]);
+  });
+
+  it('relays the publisher fields unchanged and adds channel, position and a missing timestamp', () => {
+    const h = hub();
+    const s = new Sink();
+    h.subscribe(s, ['execution.1']);
+    h.publish('execution.1', { type: 'x', a: { b: [1] }, timestamp: 'keep' });
+    h.publish('execution.1', { type: 'y' });
+    const [a, b] = s.parsed();
+    expect(a).toMatchObject({ type: 'x', a: { b: [1] }, timestamp: 'keep', channel: 'execution.1' });
+    expect(String(b.timestamp)).toMatch(/Z$/);
+    expect(Number(b.position)).toBe(Number(a.position) + 1);
+  });
+
+  it('drops a repeated message id', () => {
+    const h = hub();
+    const s = new Sink();
+    h.subscribe(s, ['system']);
+    h.publish('system', { type: 'x' }, { messageId: 'm1' });
+    expect(h.publish('system', { type: 'x' }, { messageId: 'm1' })).toBeUndefined();
+    expect(s.frames).toHaveLength(1);
+  });
+
+  it('replays missed events before live ones on subscribe with since', () => {
+    const h = hub();
+    const first = h.publish('execution.2', { type: 'a' });
+    h.publish('execution.2', { type: 'b' });
+    h.publish('execution.3', { type: 'other' });
+    const s = new Sink();
+    const order: string[] = [];
+    const r = h.subscribe(s, ['execution.2'], first?.position, (recovered, missed) => order.push(`recovery ${recovered} ${missed}`));
+    h.publish('execution.2', { type: 'c' });
+    expect(r).toEqual({ recovered: true, missed: 1 });
+    expect(order).toEqual(['recovery true 1']);
+    expect(s.parsed().map((f) => f.type)).toEqual(['b', 'c']);
+  });
+
+  it('coalesces events for batch subscribers into one frame per channel, in order', async () => {
+    const h = hub(5);
+    const single = new Sink();
+    const batched = new Sink('execution', true);
+    h.subscribe(single, ['execution.1']);
+    h.subscribe(batched, ['execution.1']);
+    for (let i = 0; i < 3; i++) h.publish('execution.1', { type: 'log_entry', i });
+    expect(single.frames).toHaveLength(3);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(batched.frames).toHaveLength(1);
+    const batch = batched.parsed()[0] as { type: string; events: { i: number }[] };
+    expect(batch.type).toBe('batch');
+    expect(batch.events.map((e) => e.i)).toEqual([0, 1, 2]);
+  });
+
+  it('adds data to system notifications for the notification bell', () => {
+    const h = hub();
+    const s = new Sink();
+    h.subscribe(s, ['user.3']);
+    h.publish('user.3', { type: 'system_notification', level: 'info', title: 't', message: 'm' });
+    expect(s.parsed()[0]).toMatchObject({ level: 'info', data: { level: 'info', title: 't', message: 'm' } });
+  });
+});
