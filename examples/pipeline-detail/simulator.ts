@@ -3,6 +3,7 @@
  * would send it: `execution_update` when the run starts, moves on and ends, `step_progress` per step change,
  * `log_entry` for each output line (levels info, success, error).
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
 interface StepScript {
@@ -140,6 +141,8 @@ type Event = Record<string, unknown> & { type: string };
 export class PipelineSimulator extends EventEmitter {
   readonly lines: PublishedLine[] = [];
   private stopped = false;
+  private readonly runId = `sim-${randomBytes(6).toString('hex')}`;
+  private sequence = 0;
 
   constructor(private readonly options: SimulatorOptions) {
     super();
@@ -215,12 +218,13 @@ export class PipelineSimulator extends EventEmitter {
 
   /**
    * POST one event; retried while the service is unreachable or answers 503 (broker down), so a restart delays
-   * the run instead of losing lines. A line that may have been accepted before a connection reset is retried too:
-   * the service could show it twice, which the tests would catch.
+   * the run instead of losing lines.
    */
   private async publish(fields: Event): Promise<void> {
     const event = { ...fields, execution_id: this.options.executionId, timestamp: new Date().toISOString() };
-    const body = JSON.stringify({ channel: `execution.${this.options.executionId}`, event });
+    // The message id makes a retry idempotent: a publish that reached the service before the connection broke
+    // is not delivered twice.
+    const body = JSON.stringify({ channel: `execution.${this.options.executionId}`, event, message_id: `${this.runId}-${this.sequence++}` });
     const deadline = Date.now() + (this.options.retryForMs ?? 60_000);
     for (let attempt = 0; ; attempt++) {
       let problem: string;
