@@ -1,0 +1,167 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { until } from './support';
+
+const PYTHON = '/usr/bin/python3';
+const MODULE_ROOT = resolve(__dirname, '../../integrations/django');
+/** The module's own test app: a minimal copy of AnsFlow's Project → Pipeline → PipelineExecution models. */
+const TESTAPP_ROOT = join(MODULE_ROOT, 'tests');
+
+/** Whether Debian's Django and simplejwt are importable by /usr/bin/python3. */
+export async function djangoAvailable(): Promise<boolean> {
+  try {
+    await promisify(execFile)(PYTHON, ['-c', 'import django, rest_framework_simplejwt']);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+/**
+ * A minimal Django project around the integration module, as its README says to mount it: settings with the
+ * module's MODELS pointing at the test app, `path("", include("ansflow_realtime.urls"))`, a SQLite file, served by
+ * `runserver` in a child process. `test_admin` is a test-only view (never part of the module) that changes
+ * memberships instantly, so cache-TTL tests do not wait for a Python start-up between steps.
+ */
+export class DjangoProject {
+  private child: ChildProcess | undefined;
+  private stderr = '';
+  readonly dir: string;
+  port = 0;
+
+  constructor(private readonly secret: string) {
+    this.dir = mkdtempSync(join(tmpdir(), 'ansflow-django-'));
+    writeFileSync(
+      join(this.dir, 'hardening_settings.py'),
+      `
+SECRET_KEY = ${JSON.stringify(secret)}
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+ROOT_URLCONF = "hardening_urls"
+INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "realtime_testapp"]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ${JSON.stringify(join(this.dir, 'db.sqlite3'))}}}
+MIDDLEWARE = []
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGGING = {"version": 1, "disable_existing_loggers": True}
+ANSFLOW_REALTIME = {
+    "MODELS": {
+        "execution": "realtime_testapp.PipelineExecution",
+        "pipeline": "realtime_testapp.Pipeline",
+        "project": "realtime_testapp.Project",
+    },
+}
+`,
+    );
+    writeFileSync(
+      join(this.dir, 'hardening_urls.py'),
+      `
+import json
+from django.http import JsonResponse
+from django.urls import include, path
+from django.views.decorators.csrf import csrf_exempt
+
+
+@csrf_exempt
+def test_admin(request):
+    """Test-only: {"add"|"remove": [project_id, user_id]} changes a membership."""
+    from realtime_testapp.models import Membership
+    body = json.loads(request.body)
+    if "add" in body:
+        Membership.objects.get_or_create(project_id=body["add"][0], user_id=body["add"][1])
+    if "remove" in body:
+        Membership.objects.filter(project_id=body["remove"][0], user_id=body["remove"][1]).delete()
+    return JsonResponse({"ok": True})
+
+
+urlpatterns = [
+    path("", include("ansflow_realtime.urls")),
+    path("test-admin", test_admin),
+]
+`,
+    );
+  }
+
+  private env(): NodeJS.ProcessEnv {
+    return {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      DJANGO_SETTINGS_MODULE: 'hardening_settings',
+      PYTHONPATH: [this.dir, MODULE_ROOT, TESTAPP_ROOT].join(':'),
+      PYTHONDONTWRITEBYTECODE: '1',
+      PYTHONWARNINGS: 'ignore',
+    };
+  }
+
+  /** Run a `manage.py shell -c` snippet; returns its stdout. */
+  async shell(code: string): Promise<string> {
+    const { stdout } = await promisify(execFile)(PYTHON, ['-m', 'django', 'shell', '-c', code], { cwd: this.dir, env: this.env() });
+    return stdout;
+  }
+
+  /** migrate (syncdb for the test app, which has no migrations) and create the data the snippet describes. */
+  async migrate(): Promise<void> {
+    await promisify(execFile)(PYTHON, ['-m', 'django', 'migrate', '--run-syncdb', '--verbosity', '0'], { cwd: this.dir, env: this.env() });
+  }
+
+  get authorizeUrl(): string {
+    return `http://127.0.0.1:${this.port}/api/v1/realtime/authorize`;
+  }
+
+  async start(): Promise<void> {
+    this.port = await freePort();
+    const child = spawn(PYTHON, ['-m', 'django', 'runserver', '--noreload', `127.0.0.1:${this.port}`], { cwd: this.dir, env: this.env(), stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = child;
+    child.stderr?.on('data', (d: Buffer) => {
+      this.stderr = (this.stderr + d.toString()).slice(-4000);
+    });
+    // Ready when the authorize view answers (401 without a token).
+    await until(
+      `Django runserver on ${this.port} (stderr: ${this.stderr})`,
+      async () => {
+        if (child.exitCode !== null) throw new Error(`runserver exited ${child.exitCode}: ${this.stderr}`);
+        try {
+          return (await fetch(`${this.authorizeUrl}?channel=system`)).status === 401;
+        } catch {
+          return false;
+        }
+      },
+      20_000,
+      100,
+    );
+  }
+
+  async admin(body: { add?: [number, number]; remove?: [number, number] }): Promise<void> {
+    const res = await fetch(`http://127.0.0.1:${this.port}/test-admin`, { method: 'POST', body: JSON.stringify(body) });
+    if (res.status !== 200) throw new Error(`test-admin answered ${res.status}`);
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    this.child = undefined;
+    if (child === undefined || child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  }
+
+  async dispose(): Promise<void> {
+    await this.stop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
