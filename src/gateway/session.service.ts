@@ -91,6 +91,10 @@ export class SessionService {
       conn.close(CloseCode.TooManyConnections, CloseReason.TooManyUserConnections);
       return;
     }
+    // Count the user before the (asynchronous) channel authorization: counted only once authorized, concurrent
+    // upgrades of one user all passed the check above while Django was being asked. A refused socket is uncounted
+    // by the registry when it closes.
+    if (principal !== undefined) this.registry.addUser(conn, principal.userId);
     const channels = endpoint.channels(conn);
     void this.authorizeAll(conn, channels).then((allowed) => {
       try {
@@ -100,7 +104,6 @@ export class SessionService {
           return;
         }
         conn.state = 'open';
-        if (principal !== undefined) this.registry.addUser(conn, principal.userId);
         endpoint.greet(conn);
         const userChannel = principal === undefined ? undefined : `user.${principal.userId}`;
         if (userChannel !== undefined && isChannel(userChannel)) channels.push(userChannel);
