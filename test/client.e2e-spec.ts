@@ -233,6 +233,7 @@ describe('client against the service', () => {
     const requests: TokenRequest[] = [];
     const client = open({
       id,
+      refreshBeforeExpiryMs: 0, // no in-place refresh: the server closes at exp
       // First a token that expires in 2 s, then fresh ones: what a page holding an old token goes through.
       token: async (request) => {
         requests.push(request);
@@ -253,6 +254,33 @@ describe('client against the service', () => {
     const entry = next(client, 'log_entry');
     await publish(service, `execution.${id}`, logLines(id, 0, 1));
     expect((await entry).message).toBe('line 0');
+  });
+
+  it('refreshes the token in place before it expires: an auth frame, no reconnect', async () => {
+    const id = nextExecution++;
+    const requests: TokenRequest[] = [];
+    const client = open({
+      id,
+      pingIntervalMs: 250,
+      token: (request) => {
+        requests.push(request);
+        return mintToken(SECRET, 1, requests.length === 1 ? 3 : 3600);
+      },
+    });
+    const states: string[] = [];
+    client.on('state', (s) => states.push(s.state));
+    const authenticated = next(client, 'authenticated', undefined, 10_000);
+    await next(client, 'connection');
+    const expiresAt = Date.now() + 3000;
+    expect(await authenticated).toMatchObject({ user_id: expect.anything() });
+    expect(requests).toEqual([{ refresh: false }, { refresh: true, reason: 'token_expiring' }]);
+
+    // Past the first token's exp (pongs as the clock), the same socket still delivers.
+    await next(client, 'pong', () => Date.now() > expiresAt + 1000, 10_000);
+    const entry = next(client, 'log_entry');
+    await publish(service, `execution.${id}`, logLines(id, 0, 1));
+    expect((await entry).message).toBe('line 0');
+    expect(states).toEqual(['open']);
   });
 
   it('resumes with since after a dropped connection: every event exactly once, in order', async () => {

@@ -33,7 +33,7 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike;
 /** Why the client asks for a token: `refresh` is true when the last one was refused (expired or invalid). */
 export interface TokenRequest {
   refresh: boolean;
-  /** The close reason that caused the refresh, e.g. `token_expired`. */
+  /** Why: the close reason that caused it (e.g. `token_expired`), or `token_expiring` for an in-place refresh. */
   reason?: string;
 }
 
@@ -118,6 +118,19 @@ export function closeAction(code: number): CloseAction {
   }
 }
 
+/** The `exp` claim of a JWT (seconds), read without verifying it: only to know when to refresh. */
+export function tokenExpiry(token: string): number | undefined {
+  const payload = token.split('.')[1];
+  if (payload === undefined) return undefined;
+  try {
+    const json = atob(payload.replace(/-/g, '+').replace(/_/g, '/'));
+    const exp = (JSON.parse(json) as { exp?: unknown }).exp;
+    return typeof exp === 'number' ? exp : undefined;
+  } catch {
+    return undefined; // not a JWT: the server's 4001 at expiry is the fallback
+  }
+}
+
 export interface ConnectOptions {
   /** Base URL of the service, e.g. `wss://ansflow.example.com` or `ws://localhost:8001`. */
   url: string;
@@ -137,6 +150,12 @@ export interface ConnectOptions {
   /** A connection with no frame at all (event or pong) for this long is dead. Default 35 s. */
   deadAfterMs?: number;
   backoff?: BackoffOptions;
+  /**
+   * Ask the provider for a fresh token this long before the current one (a JWT) expires, and hand it to the
+   * open socket in an `auth` frame, so the server does not close it with 4001 at `exp`. Default 30 s; 0 turns
+   * it off (the socket is then closed at `exp` and reconnects with a new token).
+   */
+  refreshBeforeExpiryMs?: number;
   /** Random source of the jitter (tests pass a fixed one). */
   random?: () => number;
 }
@@ -169,10 +188,14 @@ export class RealtimeClient {
   private readonly deadAfterMs: number;
   private readonly backoff: BackoffOptions;
   private readonly random: () => number;
+  private readonly refreshBeforeExpiryMs: number;
 
   private socket: WebSocketLike | null = null;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private heartbeatTimer: ReturnType<typeof setInterval> | null = null;
+  private expiryTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The token the current socket authenticated with. */
+  private socketToken: string | null = null;
   private lastFrameAt = 0;
   private lastPingAt = 0;
   private attempt = 0;
@@ -201,6 +224,7 @@ export class RealtimeClient {
     this.deadAfterMs = options.deadAfterMs ?? 35_000;
     this.backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.random = options.random ?? Math.random;
+    this.refreshBeforeExpiryMs = options.refreshBeforeExpiryMs ?? 30_000;
     this.lastPosition = options.since ?? null;
     this.floor = options.since ?? null;
   }
@@ -282,6 +306,7 @@ export class RealtimeClient {
 
     const socket = new this.WebSocketImpl(this.buildUrl(token));
     this.socket = socket;
+    this.socketToken = token;
     // Counts from creation: a socket that never opens (blackholed SYN) is as dead as one that stops talking.
     this.lastFrameAt = Date.now();
     this.lastPingAt = this.lastFrameAt;
@@ -356,7 +381,34 @@ export class RealtimeClient {
     // events published while we are away would be missed.
     if (this.lastPosition === null && typeof frame.position === 'number') this.lastPosition = frame.position;
     this.attempt = 0;
+    this.scheduleTokenRefresh();
     this.setState({ state: 'open', recovered: this.isRecovered, attempt: 0 });
+  }
+
+  private scheduleTokenRefresh(): void {
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
+    const exp = this.socketToken === null || this.refreshBeforeExpiryMs <= 0 ? undefined : tokenExpiry(this.socketToken);
+    if (exp === undefined) return;
+    const remaining = exp * 1000 - Date.now();
+    // A token shorter-lived than the margin is refreshed half-way through what is left of it.
+    const delay = remaining > this.refreshBeforeExpiryMs * 2 ? remaining - this.refreshBeforeExpiryMs : Math.max(0, remaining / 2);
+    const socket = this.socket;
+    this.expiryTimer = setTimeout(() => void this.refreshInPlace(socket), delay);
+  }
+
+  private async refreshInPlace(socket: WebSocketLike | null): Promise<void> {
+    this.expiryTimer = null;
+    let token: string | null;
+    try {
+      token = (await this.options.token?.({ refresh: true, reason: 'token_expiring' })) ?? null;
+    } catch {
+      return; // the server closes with 4001 at expiry and the reconnect asks the provider again
+    }
+    if (token === null || socket === null || this.socket !== socket || socket.readyState !== OPEN) return;
+    this.socketToken = token;
+    socket.send(JSON.stringify({ type: 'auth', token }));
+    this.scheduleTokenRefresh();
   }
 
   private onRecovery(frame: RecoveryFrame): void {
@@ -431,9 +483,12 @@ export class RealtimeClient {
     }
   }
 
+  /** Stops the timers that belong to one socket. */
   private stopHeartbeat(): void {
     if (this.heartbeatTimer !== null) clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = null;
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
   }
 
   private clearTimers(): void {

@@ -8,7 +8,7 @@
  * default `/token`).
  */
 import {
-  connect,
+  RealtimeClient,
   type ExecutionSnapshot,
   type ExecutionUpdateEvent,
   type LogEntryEvent,
@@ -270,7 +270,10 @@ function showConnection(change: StateChange): void {
   ui.connectionText.textContent = text;
 }
 
-const client = connect({ url: wsUrl, endpoint: 'execution', id: executionId, token: provideToken });
+// `new` + `start()` rather than `connect()`: listeners are in place before the first state change.
+const client = new RealtimeClient({ url: wsUrl, endpoint: 'execution', id: executionId, token: provideToken });
+// Exposed for the browser tests and for poking at from the console.
+(window as unknown as { realtimeClient: RealtimeClient }).realtimeClient = client;
 
 client.on('state', showConnection);
 client.on('execution_status', (frame) => applySnapshot(frame.data));
@@ -287,5 +290,4 @@ setInterval(() => {
   for (const step of steps.values()) if (step.status === 'running') renderStep(step);
 }, 1000);
 
-// Exposed for the browser tests and for poking at from the console.
-(window as unknown as { realtimeClient: typeof client }).realtimeClient = client;
+client.start();

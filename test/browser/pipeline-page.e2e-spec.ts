@@ -156,6 +156,23 @@ async function recordStates(page: Page): Promise<void> {
   });
 }
 
+/**
+ * Page-side, before the page's own script: catch the client as app.js publishes it (`realtimeClient`) and record
+ * its states from the very first one.
+ */
+const RECORD_STATES_EARLY = `(() => {
+  globalThis.states = [];
+  let client;
+  Object.defineProperty(globalThis, 'realtimeClient', {
+    configurable: true,
+    get: () => client,
+    set: (c) => {
+      client = c;
+      c.on('state', (s) => globalThis.states.push(s.state + (s.reason && s.state !== 'open' ? ':' + s.reason : '')));
+    },
+  });
+})()`;
+
 async function states(page: Page): Promise<string[]> {
   return page.evaluate(() => (globalThis as unknown as PageGlobals).states);
 }
@@ -241,7 +258,7 @@ describe('pipeline detail page', () => {
     expect(await page.locator('#connection-text').textContent()).toContain('recovered');
   });
 
-  it('refreshes an expired token without reloading the page', async () => {
+  it('refreshes a token that expires mid-run in place: no reconnect, no reload', async () => {
     const stack = await startStack({ JWT_LEEWAY_SECONDS: '0' });
     const { page } = stack;
     const executionId = 9;
@@ -250,21 +267,39 @@ describe('pipeline detail page', () => {
     await waitForAttribute(page, '#connection', 'data-state', 'open');
     await recordStates(page);
     await page.evaluate(() => ((globalThis as unknown as PageGlobals).marker = 1));
-    const refreshed = new Promise<void>((resolve) => stack.pages.once('token', () => resolve()));
 
     const simulator = new PipelineSimulator({ serviceUrl: stack.service.url, publishKey: PUBLISH_KEY, executionId, lineDelayMs: 80 });
-    const run = simulator.run();
-    await refreshed;
-    await run;
+    await simulator.run();
     await waitForAttribute(page, '#status', 'data-status', 'success');
     await waitForLines(page, simulator.lines.length);
 
     expect(await shownLines(page)).toEqual(expectedLines(simulator));
     expect(stack.pages.tokensMinted).toBe(1);
-    expect(await states(page)).toContain('reconnecting:token_expired');
+    // The run outlived the first token; the socket got the new one in an auth frame and stayed up.
+    expect(await states(page)).toEqual([]);
     // Same document: no navigation happened, and the page now holds the fresh token.
     expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).marker)).toBe(1);
     expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).performance.getEntriesByType('navigation').length)).toBe(1);
     expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).localStorage.getItem('authToken'))).not.toBe(shortLived);
+  });
+
+  it('replaces an already expired token after the 4001 close, without a reload', async () => {
+    const stack = await startStack({ JWT_LEEWAY_SECONDS: '0' });
+    const { page } = stack;
+    const executionId = 11;
+    const expired = mintToken(SECRET, 1, -60);
+    // States are recorded from the first script on: the refusal happens right at load.
+    await page.addInitScript(RECORD_STATES_EARLY);
+    await page.goto(pageUrl(stack, executionId, expired));
+    await waitForAttribute(page, '#connection', 'data-state', 'open');
+    expect(await states(page)).toEqual(['connecting', 'reconnecting:token_expired', 'open']);
+    expect(stack.pages.tokensMinted).toBe(1);
+
+    const simulator = new PipelineSimulator({ serviceUrl: stack.service.url, publishKey: PUBLISH_KEY, executionId, lineDelayMs: 10 });
+    await simulator.run();
+    await waitForAttribute(page, '#status', 'data-status', 'success');
+    await waitForLines(page, simulator.lines.length);
+    expect(await shownLines(page)).toEqual(expectedLines(simulator));
+    expect(await page.evaluate(() => (globalThis as unknown as PageGlobals).performance.getEntriesByType('navigation').length)).toBe(1);
   });
 });
