@@ -11,6 +11,7 @@ import amqp from 'amqplib';
 import { Child } from './lib/children';
 import { Context, type Figures, type Publisher, type Worker } from './lib/context';
 import { Hub, type HubKind } from './lib/hubs';
+import { machineLoad } from './lib/proc';
 import type { PublisherCommand, PublisherReply, WorkerCommand, WorkerReply } from './lib/ipc';
 import { parseOptions, type Options } from './lib/options';
 import { renderTable, tableRows, type Results } from './lib/report';
@@ -94,6 +95,10 @@ async function cleanupBroker(conn: amqp.ChannelModel, runId: string, exchanges: 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const started = Date.now();
+  const loadAtStart = machineLoad();
+  if (loadAtStart.loadavg1 > 1) {
+    log(`warning: load average ${loadAtStart.loadavg1} before the run: other work on this machine skews the figures`);
+  }
   const runId = randomBytes(4).toString('hex');
   if (opts.targets.includes('service')) ensureServiceBuilt();
   log(`run ${runId}: scenarios ${opts.only.join(',')}; targets ${opts.targets.join(',')}; ${opts.workers} client processes`);
@@ -138,7 +143,8 @@ async function main(): Promise<void> {
     for (const [name, run] of plan(opts)) {
       for (const kind of opts.targets) {
         const t0 = Date.now();
-        log(`${name} / ${kind} ...`);
+        const load = machineLoad();
+        log(`${name} / ${kind} ... (load ${load.loadavg1}, cpu pressure ${load.cpu_pressure_avg10}%)`);
         let figures: Figures;
         try {
           figures = await run(ctx, kind);
@@ -148,6 +154,8 @@ async function main(): Promise<void> {
           await ctx.closeAll().catch(() => undefined);
           Hub.killAll();
         }
+        figures.loadavg1_before = load.loadavg1;
+        figures.cpu_pressure_before = load.cpu_pressure_avg10;
         (results[name] ??= {})[kind] = figures;
         log(`${name} / ${kind} done in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${JSON.stringify(figures)}`);
       }
@@ -171,14 +179,15 @@ async function main(): Promise<void> {
   const when = new Date().toISOString();
   console.log(
     `\nansflow-realtime benchmark ${when}: ${m.nproc} cores (${m.cpu}), ${m.memory_gb} GB, ${m.os}, Node ${m.node};` +
-      ` load generator on the same machine; run took ${seconds.toFixed(0)} s${opts.quick ? ' (--quick)' : ''}\n`,
+      ` load generator on the same machine; run took ${seconds.toFixed(0)} s${opts.quick ? ' (--quick)' : ''};` +
+      ` load average before ${loadAtStart.loadavg1}\n`,
   );
   console.log(renderTable(rows));
   const out = resolve(repoRoot, opts.json);
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(
     out,
-    JSON.stringify({ date: when, machine: m, seconds, options: { ...opts, secret: undefined, apiKey: undefined }, results, table: rows }, null, 2),
+    JSON.stringify({ date: when, machine: m, load_before: loadAtStart, seconds, options: { ...opts, secret: undefined, apiKey: undefined }, results, table: rows }, null, 2),
   );
   console.log(`\nJSON: ${out}`);
 }

@@ -70,18 +70,18 @@ export function parseOptions(argv: string[]): Options {
     latencySubscribers: quick ? 200 : 1000,
     latencyChannels: quick ? 20 : 100,
     latencyRate: quick ? 200 : 500,
-    latencySeconds: quick ? 3 : 20,
+    latencySeconds: quick ? 2 : 20,
     fanoutSubscribers: quick ? 500 : 5000,
     fanoutChannels: 10,
-    fanoutSeconds: quick ? 2 : 15,
-    fanoutWarmupSeconds: quick ? 1 : 3,
+    fanoutSeconds: quick ? 1.5 : 15,
+    fanoutWarmupSeconds: quick ? 0.5 : 3,
     window: 10,
     churnRate: quick ? 50 : 200,
     churnHoldMs: 1000,
-    churnSeconds: quick ? 3 : 20,
+    churnSeconds: quick ? 2 : 20,
     churnSubscribers: quick ? 100 : 500,
     churnEventRate: quick ? 50 : 100,
-    settleSeconds: quick ? 1 : 5,
+    settleSeconds: quick ? 0.3 : 5,
   };
   const list = (v: string): string[] => v.split(',').map((s) => s.trim()).filter(Boolean);
   const num = (flag: string, v: string): number => {

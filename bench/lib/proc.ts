@@ -41,3 +41,34 @@ export function freePort(): Promise<number> {
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/**
+ * Connections the kernel refused because a listen queue was full (TcpExt ListenOverflows, machine-wide):
+ * each costs the client a SYN retransmit (1 s, then 3 s), which is what a multi-second connect time means.
+ */
+export function listenOverflows(): number {
+  try {
+    const lines = readFileSync('/proc/net/netstat', 'utf8').split('\n');
+    const names = lines.find((l) => l.startsWith('TcpExt:'))?.split(' ') ?? [];
+    const values = lines.filter((l) => l.startsWith('TcpExt:'))[1]?.split(' ') ?? [];
+    const i = names.indexOf('ListenOverflows');
+    return i > 0 ? Number(values[i]) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** 1-minute load average and the share of time some task waited for a CPU (PSI), to tell a busy machine. */
+export function machineLoad(): { loadavg1: number; cpu_pressure_avg10: number } {
+  const read = (path: string): string => {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  return {
+    loadavg1: Number(read('/proc/loadavg').split(' ')[0]),
+    cpu_pressure_avg10: Number(/some avg10=([\d.]+)/.exec(read('/proc/pressure/cpu'))?.[1] ?? NaN),
+  };
+}

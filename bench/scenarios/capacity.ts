@@ -1,6 +1,6 @@
 import { describeCounts, type Context, type Figures } from '../lib/context';
 import type { HubKind } from '../lib/hubs';
-import { cpuSeconds, rssKb, sleep } from '../lib/proc';
+import { cpuSeconds, listenOverflows, rssKb, sleep } from '../lib/proc';
 import { distribution } from '../lib/stats';
 
 /**
@@ -21,6 +21,7 @@ export async function capacity(ctx: Context, kind: HubKind): Promise<Figures> {
     const connectMs: number[] = [];
     const openToFrameMs: number[] = [];
     const errors: Record<string, number> = {};
+    const overflows0 = listenOverflows();
     let held = 0;
     let done = 0;
     for (const level of [...opts.connections].sort((a, b) => a - b)) {
@@ -52,6 +53,7 @@ export async function capacity(ctx: Context, kind: HubKind): Promise<Figures> {
     f.connect_max_ms = d.max;
     f.open_to_frame_p50_ms = o.p50;
     f.open_to_frame_p99_ms = o.p99;
+    f.listen_overflows = listenOverflows() - overflows0;
     f.connect_errors = Object.values(errors).reduce((a, b) => a + b, 0) + dropped;
     f.connect_error_kinds = describeCounts({ ...errors, ...c.unexpected });
     f.alive = hub.alive;

@@ -20,7 +20,7 @@ export async function latency(ctx: Context, kind: HubKind, instances = 1): Promi
     const ports = hubs.map((h) => h.port);
     const conn = await ctx.connect(ctx.specs(opts.latencySubscribers, opts.latencyChannels, ports), opts.connectRate);
     f.connect_failed = conn.failed;
-    await sleep(1000);
+    await sleep(opts.settleSeconds * 1000);
     await ctx.reset(true);
     const cpu0 = hubs.map((h) => cpuSeconds(h.pid));
     const pub = await ctx.openLoop(
