@@ -155,16 +155,16 @@ export async function ensureBrokerRunning(): Promise<void> {
 /**
  * Stop the broker's application (`rabbitmqctl stop_app`), run `whileDown`, then start it again: always, even
  * when `whileDown` throws. The whole outage holds BROKER_LOCK; keep `whileDown` short (others share the broker).
- * Returns how long the broker was down.
+ * Returns how long the broker was down (from stop_app to the end of start_app and await_startup).
  */
 export async function withBrokerStopped<T>(whileDown: () => Promise<T>): Promise<{ result: T; downMs: number }> {
   const lock = await acquireBrokerLock();
   let downAt = 0;
+  let result: T;
   try {
     await rabbitmqctl('stop_app');
     downAt = Date.now();
-    const result = await whileDown();
-    return { result, downMs: Date.now() - downAt };
+    result = await whileDown();
   } finally {
     try {
       await ensureBrokerRunning();
@@ -172,6 +172,7 @@ export async function withBrokerStopped<T>(whileDown: () => Promise<T>): Promise
       await lock.release();
     }
   }
+  return { result, downMs: Date.now() - downAt };
 }
 
 export async function freePort(): Promise<number> {
