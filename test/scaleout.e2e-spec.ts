@@ -1,0 +1,295 @@
+import { Cluster, type Instance, type Publisher } from './support/cluster';
+import { mintToken } from './support/tokens';
+import { TestClient, type Frame } from './support/ws-client';
+
+/**
+ * Several `node dist/main` processes on one RabbitMQ exchange, as a deployment runs them behind a load balancer:
+ * every instance reads the same stream, so an event has the same position everywhere and a client can resume on
+ * any instance (issue 7). Needs the real RabbitMQ at 127.0.0.1:5672.
+ */
+jest.setTimeout(120_000);
+
+const token = mintToken({ userId: 1 });
+
+/** Our test events carry `seq` (the order they were published in); other frames do not. */
+const isEventOf =
+  (channel: string) =>
+  (f: Frame): boolean =>
+    f.channel === channel && typeof f.seq === 'number';
+
+function eventsOf(c: TestClient, channel: string): Frame[] {
+  return c.frames.filter(isEventOf(channel));
+}
+
+function positionsOf(frames: Frame[]): number[] {
+  return frames.map((f) => f.position as number);
+}
+
+function seqsOf(frames: Frame[]): number[] {
+  return frames.map((f) => f.seq as number);
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from }, (_v, i) => from + i);
+}
+
+/** Every event exactly once, in publication order, with strictly increasing positions. */
+function expectExactlyOnceInOrder(frames: Frame[], from: number, to: number): void {
+  expect(seqsOf(frames)).toEqual(range(from, to));
+  const positions = positionsOf(frames);
+  for (let i = 1; i < positions.length; i++) expect(positions[i]).toBeGreaterThan(positions[i - 1]);
+}
+
+function logEntry(executionId: number, seq: number): Record<string, unknown> {
+  return { type: 'log_entry', execution_id: executionId, seq, level: 'info', message: `line ${seq}` };
+}
+
+async function open(instance: Instance, path: string, since?: number): Promise<TestClient> {
+  const query = since === undefined ? '' : `&since=${since}`;
+  return TestClient.connect(instance.ws(`${path}?token=${token}${query}`));
+}
+
+/** The last position a client saw on a channel, or the instance's position when it connected if none. */
+function lastPosition(c: TestClient, channel: string): number {
+  const events = eventsOf(c, channel);
+  if (events.length > 0) return events[events.length - 1].position as number;
+  const hello = c.frames.find((f) => f.type === 'connection');
+  if (hello === undefined) throw new Error('no connection frame');
+  return hello.position as number;
+}
+
+async function publishAll(pub: Publisher, channel: string, executionId: number, from: number, to: number): Promise<void> {
+  await pub.burst(channel, to - from, (i) => logEntry(executionId, from + i));
+}
+
+describe('scale-out and resume (three instances, one RabbitMQ stream)', () => {
+  let cluster: Cluster;
+  let pub: Publisher;
+  let a: Instance;
+  let b: Instance;
+  let c: Instance;
+  const clients: TestClient[] = [];
+  const track = (t: TestClient): TestClient => {
+    clients.push(t);
+    return t;
+  };
+
+  beforeAll(async () => {
+    cluster = await Cluster.start(3);
+    [a, b, c] = cluster.instances;
+    pub = await cluster.publisher();
+  });
+
+  afterAll(async () => {
+    for (const t of clients) t.close();
+    await cluster?.cleanup();
+  });
+
+  afterEach(() => {
+    for (const t of clients.splice(0)) t.close();
+  });
+
+  it('clients on all three instances receive every event once, with the same positions everywhere', async () => {
+    const channel = 'execution.101';
+    const subs = await Promise.all([a, a, b, b, c, c].map(async (i) => track(await open(i, '/ws/execution/101'))));
+    await Promise.all(subs.map((s) => s.next('execution_status')));
+    await publishAll(pub, channel, 101, 0, 50);
+    const received = await Promise.all(subs.map((s) => s.collect(isEventOf(channel), 50)));
+    for (const frames of received) expectExactlyOnceInOrder(frames, 0, 50);
+    const reference = positionsOf(received[0]);
+    for (const frames of received) expect(positionsOf(frames)).toEqual(reference);
+  });
+
+  it('a client cut off from instance A resumes on instance B with exactly the missed events, in order, then live ones', async () => {
+    const channel = 'execution.102';
+    const onA = track(await open(a, '/ws/execution/102'));
+    const witnessB = track(await open(b, '/ws/execution/102'));
+    await Promise.all([onA.next('execution_status'), witnessB.next('execution_status')]);
+    await publishAll(pub, channel, 102, 0, 5);
+    await onA.collect(isEventOf(channel), 5);
+    const since = lastPosition(onA, channel);
+    onA.close();
+    await onA.closedWith();
+
+    await publishAll(pub, channel, 102, 5, 15);
+    // The resume is answered from B's history: wait until B has read the events from the stream.
+    await witnessB.collect(isEventOf(channel), 15);
+
+    const resumed = track(await open(b, '/ws/execution/102', since));
+    expect(await resumed.next()).toMatchObject({ type: 'connection' });
+    expect(await resumed.next()).toMatchObject({ type: 'recovery', recovered: true, since, missed: 10 });
+    const replayed = await resumed.collect(isEventOf(channel), 10);
+    expectExactlyOnceInOrder(replayed, 5, 15);
+    // Missed events come right after the recovery frame, before anything else.
+    expect(resumed.frames.slice(2, 12).map((f) => f.seq)).toEqual(range(5, 15));
+
+    await publishAll(pub, channel, 102, 15, 18);
+    const all = await resumed.collect(isEventOf(channel), 13);
+    expectExactlyOnceInOrder(all, 5, 18);
+    expect(positionsOf(all)[0]).toBeGreaterThan(since);
+    // The same events carry the same positions on A's and B's sockets.
+    expect(positionsOf(eventsOf(onA, channel))).toEqual(positionsOf(eventsOf(witnessB, channel)).slice(0, 5));
+    expect(positionsOf(all)).toEqual(positionsOf(await witnessB.collect(isEventOf(channel), 18)).slice(5));
+    // A complete recovery needs no snapshot.
+    expect(resumed.frames.some((f) => f.type === 'execution_status')).toBe(false);
+  });
+
+  it('SIGKILL of one instance during a burst: its clients resume on the others and get every event exactly once, in order', async () => {
+    const channel = 'execution.103';
+    const total = 500;
+    const victims = await Promise.all(range(0, 12).map(async () => track(await open(c, '/ws/execution/103'))));
+    const witnesses = [track(await open(a, '/ws/execution/103')), track(await open(b, '/ws/execution/103'))];
+    await Promise.all([...victims, ...witnesses].map((s) => s.next('execution_status')));
+
+    let killed: Promise<number | null> | undefined;
+    const burst = pub.burst(
+      channel,
+      total,
+      (i) => logEntry(103, i),
+      (confirmed) => {
+        if (confirmed === total / 2) killed = c.kill('SIGKILL');
+      },
+    );
+    // Each victim notices the lost connection and comes back on A or B with the last position it received.
+    const resumed = await Promise.all(
+      victims.map(async (v, i) => {
+        await v.closedWith(30_000);
+        return track(await open(i % 2 === 0 ? a : b, '/ws/execution/103', lastPosition(v, channel)));
+      }),
+    );
+    await burst;
+    expect(await killed).toBeNull(); // killed by the signal, not exited
+
+    for (const w of witnesses) expectExactlyOnceInOrder(await w.collect(isEventOf(channel), total, 30_000), 0, total);
+    const reference = positionsOf(eventsOf(witnesses[0], channel));
+    let beforeKill = 0;
+    for (const [i, v] of victims.entries()) {
+      const before = eventsOf(v, channel);
+      beforeKill += before.length;
+      const r = resumed[i];
+      const recovery = await r.next('recovery');
+      expect(recovery).toMatchObject({ recovered: true, since: lastPosition(v, channel) });
+      const after = await r.collect(isEventOf(channel), total - before.length, 30_000);
+      const joined = [...before, ...after];
+      expectExactlyOnceInOrder(joined, 0, total);
+      expect(positionsOf(joined)).toEqual(reference);
+      expect(recovery.missed).toBeLessThanOrEqual(after.length);
+    }
+    // The kill really happened mid-burst: the victims had part of it, not all.
+    expect(beforeKill).toBeGreaterThan(0);
+    expect(beforeKill).toBeLessThan(victims.length * total);
+
+    await c.start();
+    await c.waitReady();
+  });
+
+  it('answers recovered:false and a fresh execution_status when the position is older than the history', async () => {
+    const channel = 'execution.104';
+    const small = await cluster.add({ env: { HISTORY_SIZE: '5' } });
+    const witness = track(await open(small, '/ws/execution/104'));
+    await witness.next('execution_status');
+    await pub.burst(channel, 20, (i) => ({
+      type: 'execution_update',
+      execution_id: 104,
+      seq: i,
+      status: i === 19 ? 'success' : 'running',
+      pipeline_name: 'scale-out',
+      total_steps: 20,
+      completed_steps: i + 1,
+    }));
+    const seen = await witness.collect(isEventOf(channel), 20);
+    const second = seen[1].position as number;
+
+    const late = track(await open(small, '/ws/execution/104', second));
+    expect(await late.next()).toMatchObject({ type: 'connection' });
+    expect(await late.next()).toMatchObject({ type: 'recovery', recovered: false, since: second, missed: 0 });
+    const status = await late.next();
+    expect(status).toMatchObject({
+      type: 'execution_status',
+      data: { execution_id: 104, status: 'success', completed_steps: 20, total_steps: 20, pipeline_name: 'scale-out' },
+    });
+    // Never a partial recovery: none of the 5 events still in history is replayed as if it were the whole gap.
+    await pub.publish(channel, { type: 'log_entry', execution_id: 104, seq: 20, message: 'live' });
+    const live = await late.collect(isEventOf(channel), 1);
+    expect(seqsOf(live)).toEqual([20]);
+
+    // The same position on an instance with the default history is a complete recovery.
+    await witness.collect(isEventOf(channel), 21);
+    const full = track(await open(a, '/ws/execution/104', second));
+    expect(await full.next('recovery')).toMatchObject({ recovered: true, missed: 19 });
+    expectExactlyOnceInOrder(await full.collect(isEventOf(channel), 19), 2, 21);
+  });
+
+  it('keeps history across a restart of one instance: resuming on it with an old position recovers everything', async () => {
+    const channel = 'execution.105';
+    const witness = track(await open(b, '/ws/execution/105'));
+    await witness.next('execution_status');
+    const base = lastPosition(witness, channel);
+    await publishAll(pub, channel, 105, 0, 8);
+    const third = (await witness.collect(isEventOf(channel), 8))[2].position as number;
+
+    expect(await b.kill('SIGTERM')).toBe(0);
+    await b.start();
+    await b.waitReady();
+
+    const fromBase = track(await open(b, '/ws/execution/105', base));
+    expect(await fromBase.next('recovery')).toMatchObject({ recovered: true, missed: 8 });
+    expectExactlyOnceInOrder(await fromBase.collect(isEventOf(channel), 8), 0, 8);
+    const fromThird = track(await open(b, '/ws/execution/105', third));
+    expect(await fromThird.next('recovery')).toMatchObject({ recovered: true, missed: 5 });
+    const replayed = await fromThird.collect(isEventOf(channel), 5);
+    expectExactlyOnceInOrder(replayed, 3, 8);
+    expect(positionsOf(replayed)).toEqual(positionsOf(eventsOf(witness, channel)).slice(3));
+  });
+
+  it('delivers events published while an instance was down to a client that resumes on it after its restart', async () => {
+    const channel = 'execution.106';
+    const onC = track(await open(c, '/ws/execution/106'));
+    await onC.next('execution_status');
+    await publishAll(pub, channel, 106, 0, 2);
+    await onC.collect(isEventOf(channel), 2);
+    const since = lastPosition(onC, channel);
+
+    await c.kill('SIGKILL');
+    await onC.closedWith();
+    await publishAll(pub, channel, 106, 2, 12);
+    await c.start();
+    await c.waitReady();
+
+    const back = track(await open(c, '/ws/execution/106', since));
+    expect(await back.next()).toMatchObject({ type: 'connection' });
+    expect(await back.next()).toMatchObject({ type: 'recovery', recovered: true, since, missed: 10 });
+    expectExactlyOnceInOrder(await back.collect(isEventOf(channel), 10), 2, 12);
+    await publishAll(pub, channel, 106, 12, 13);
+    expectExactlyOnceInOrder(await back.collect(isEventOf(channel), 11), 2, 13);
+  });
+
+  it('monitor: subscribe_execution with since recovers the missed events on another instance', async () => {
+    const channel = 'execution.107';
+    const monA = track(await open(a, '/ws/monitor'));
+    await monA.next('system_status');
+    monA.send({ type: 'subscribe_execution', executionId: 107 });
+    await monA.next('subscribed');
+    await monA.next('execution_status');
+    const witnessB = track(await open(b, '/ws/execution/107'));
+    await witnessB.next('execution_status');
+
+    await publishAll(pub, channel, 107, 0, 3);
+    await monA.collect(isEventOf(channel), 3);
+    const since = lastPosition(monA, channel);
+    monA.close();
+    await monA.closedWith();
+    await publishAll(pub, channel, 107, 3, 7);
+    await witnessB.collect(isEventOf(channel), 7);
+
+    const monB = track(await open(b, '/ws/monitor'));
+    await monB.next('system_status');
+    monB.send({ type: 'subscribe_execution', executionId: 107, since });
+    expect(await monB.next()).toMatchObject({ type: 'subscribed', execution_id: 107 });
+    expect(await monB.next()).toMatchObject({ type: 'recovery', recovered: true, since, missed: 4 });
+    expectExactlyOnceInOrder(await monB.collect(isEventOf(channel), 4), 3, 7);
+    await publishAll(pub, channel, 107, 7, 8);
+    expectExactlyOnceInOrder(await monB.collect(isEventOf(channel), 5), 3, 8);
+    expect(monB.frames.some((f) => f.type === 'execution_status')).toBe(false);
+  });
+});
