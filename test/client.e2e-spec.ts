@@ -7,15 +7,7 @@
  */
 import { createServer, Socket, type Server } from 'node:net';
 import { WebSocket } from 'ws';
-import {
-  backoffDelay,
-  closeAction,
-  connect,
-  type ClientEvents,
-  type RealtimeClient,
-  type StateChange,
-  type TokenRequest,
-} from '../client/src/index';
+import { backoffDelay, closeAction, connect, type ClientEvents, type RealtimeClient, type StateChange, type TokenRequest } from '../client/src/index';
 import { mintToken } from '../examples/pipeline-detail/server';
 import { freePort, ServiceProcess } from '../examples/pipeline-detail/service';
 

@@ -13,9 +13,7 @@ export type Open<T extends string> = T | (string & Record<never, never>);
 export type Endpoint = 'execution' | 'pipeline' | 'project' | 'monitor' | 'system';
 
 /** Execution status; the frontend also knows `starting` and `completed`. */
-export type ExecutionStatus = Open<
-  'pending' | 'starting' | 'running' | 'success' | 'completed' | 'failed' | 'cancelled' | 'timeout'
->;
+export type ExecutionStatus = Open<'pending' | 'starting' | 'running' | 'success' | 'completed' | 'failed' | 'cancelled' | 'timeout'>;
 
 export type StepStatus = Open<'pending' | 'running' | 'success' | 'failed' | 'skipped' | 'cancelled'>;
 
@@ -140,9 +138,7 @@ export interface AuthenticatedFrame {
 
 export interface ErrorFrame {
   type: 'error';
-  code: Open<
-    'invalid_json' | 'invalid_frame' | 'unknown_type' | 'too_many_subscriptions' | 'forbidden' | 'not_supported'
-  >;
+  code: Open<'invalid_json' | 'invalid_frame' | 'unknown_type' | 'too_many_subscriptions' | 'forbidden' | 'not_supported'>;
   message: string;
   timestamp: string;
 }

@@ -5,15 +5,7 @@
  * way in a browser (`<script type="module">`), in Node 20, and in ts-jest (which would not map `./x.js` imports
  * back to `.ts` sources). The frame types live in the type-only `events.ts`.
  */
-import type {
-  ClientFrame,
-  ConnectionFrame,
-  Endpoint,
-  RecoveryFrame,
-  ServerEvents,
-  ServerFrame,
-  UnknownEvent,
-} from './events.js';
+import type { ClientFrame, ConnectionFrame, Endpoint, RecoveryFrame, ServerEvents, ServerFrame, UnknownEvent } from './events.js';
 
 export type * from './events.js';
 
@@ -89,11 +81,7 @@ export const DEFAULT_BACKOFF: BackoffOptions = { minMs: 500, maxMs: 20_000 };
  * Delay before reconnect attempt `attempt` (0-based): exponential ceiling with full jitter (a uniform draw in
  * [0, ceiling]), so that the thousands of pages an instance drops on restart do not all come back at once.
  */
-export function backoffDelay(
-  attempt: number,
-  options: BackoffOptions = DEFAULT_BACKOFF,
-  random: () => number = Math.random,
-): number {
+export function backoffDelay(attempt: number, options: BackoffOptions = DEFAULT_BACKOFF, random: () => number = Math.random): number {
   const ceiling = Math.min(options.maxMs, options.minMs * 2 ** Math.max(0, attempt));
   return Math.round(random() * ceiling);
 }
@@ -256,12 +244,12 @@ export class RealtimeClient {
       set = new Set();
       this.listeners.set(type, set);
     }
-    set.add(listener as Listener<never>);
+    set.add(listener);
     return () => this.off(type, listener);
   }
 
   off<K extends keyof ClientEvents>(type: K, listener: Listener<ClientEvents[K]>): void {
-    this.listeners.get(type)?.delete(listener as Listener<never>);
+    this.listeners.get(type)?.delete(listener);
   }
 
   /** Send a frame; false when not connected (frames are not queued: resend them on `connection`). */

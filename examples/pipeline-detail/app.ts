@@ -181,9 +181,10 @@ function applySteps(entries: StepEntry[]): void {
       return;
     }
     const step = entry as Record<string, unknown>;
-    const name = typeof step.name === 'string' ? step.name : String(step.step_name ?? `step ${index + 1}`);
+    const name = typeof step.name === 'string' ? step.name : typeof step.step_name === 'string' ? step.step_name : `step ${index + 1}`;
     const time = typeof step.execution_time === 'number' ? step.execution_time : null;
-    upsertStep(stepKey(step.step_id ?? step.id, name), name, String(step.status ?? 'pending'), time, order);
+    const status = typeof step.status === 'string' ? step.status : 'pending';
+    upsertStep(stepKey(step.step_id ?? step.id, name), name, status, time, order);
   });
   renderSteps();
 }

@@ -56,7 +56,9 @@ async function main(): Promise<void> {
 
   const token = mintToken(secret);
   const page = `${pages.url}/?execution=${EXECUTION_ID}&ws=${encodeURIComponent(service.wsUrl)}&token=${token}`;
-  console.log(`\nansflow-realtime demo\n  service : ${service.url} (metrics: ${service.url}/metrics)\n  page    : ${page}\n\nOpen the page; the run starts when it loads. Ctrl+C to stop.\n`);
+  console.log(
+    `\nansflow-realtime demo\n  service : ${service.url} (metrics: ${service.url}/metrics)\n  page    : ${page}\n\nOpen the page; the run starts when it loads. Ctrl+C to stop.\n`,
+  );
 
   const shutdown = (): void => {
     void Promise.all([pages.stop(), service.stop()]).then(() => process.exit(0));

@@ -14,11 +14,7 @@ import { repoRoot } from './service';
 /** A simplejwt-shaped access token for `userId`, valid `ttlSeconds` (negative: already expired). */
 export function mintToken(secret: string, userId = 1, ttlSeconds = 3600): string {
   const now = Math.floor(Date.now() / 1000);
-  return sign(
-    { token_type: 'access', exp: now + ttlSeconds, iat: now, jti: randomBytes(16).toString('hex'), user_id: userId },
-    secret,
-    { algorithm: 'HS256' },
-  );
+  return sign({ token_type: 'access', exp: now + ttlSeconds, iat: now, jti: randomBytes(16).toString('hex'), user_id: userId }, secret, { algorithm: 'HS256' });
 }
 
 const TYPES: Record<string, string> = {

@@ -30,7 +30,7 @@ export const STEPS: StepScript[] = [
       'git init /builds/ansflow-web',
       'git fetch --depth 50 origin refs/heads/main',
       'HEAD is now at 3f9c2e1 feat(pipelines): show step durations',
-      'Submodule path \'deploy/ansible-roles\': checked out \'b41d7a0\'',
+      "Submodule path 'deploy/ansible-roles': checked out 'b41d7a0'",
     ],
   },
   {

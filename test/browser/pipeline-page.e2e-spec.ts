@@ -67,7 +67,7 @@ async function startStack(env: Record<string, string>): Promise<Stack> {
     args: CHROMIUM_ARGS,
     headless: true,
     // Tall enough for the whole finished log in the screenshot.
-    viewport: { width: 1280, height: 1330 },
+    viewport: { width: 1280, height: 1372 },
   });
   const page = context.pages()[0] ?? (await context.newPage());
   const stack = { service, pages, context, page, profile };
@@ -131,7 +131,10 @@ const RECORD_TIMELINE = `(() => {
 })()`;
 
 async function waitForLines(page: Page, count: number, timeout = 30_000): Promise<void> {
-  await page.locator('#log .line:not(.notice)').nth(count - 1).waitFor({ timeout });
+  await page
+    .locator('#log .line:not(.notice)')
+    .nth(count - 1)
+    .waitFor({ timeout });
 }
 
 async function waitForAttribute(page: Page, selector: string, name: string, value: string, timeout = 60_000): Promise<void> {
@@ -182,7 +185,7 @@ beforeAll(async () => {
   // builds them.
   const tsc = join(ROOT, 'node_modules', '.bin', 'tsc');
   await promisify(execFile)(tsc, ['-p', 'client/tsconfig.json'], { cwd: ROOT });
-  await promisify(execFile)(tsc, ['-p', 'examples/pipeline-detail/tsconfig.json'], { cwd: ROOT });
+  await promisify(execFile)(tsc, ['-p', 'examples/pipeline-detail/tsconfig.page.json'], { cwd: ROOT });
 }, 120_000);
 
 afterEach(async () => {
@@ -208,9 +211,9 @@ describe('pipeline detail page', () => {
     await waitForLines(page, simulator.lines.length);
     expect(await shownLines(page)).toEqual(expectedLines(simulator));
     const steps = page.locator('#steps li');
-    expect(await steps.evaluateAll((lis) => lis.map((li) => [li.getAttribute('data-step'), li.getAttribute('data-status')]))).toEqual(
-      STEPS.map((s) => [s.name, 'success']),
-    );
+    const rows: Array<[string | null, string | null]> = [];
+    for (let i = 0; i < (await steps.count()); i++) rows.push([await steps.nth(i).getAttribute('data-step'), await steps.nth(i).getAttribute('data-status')]);
+    expect(rows).toEqual(STEPS.map((s) => [s.name, 'success']));
     for (const duration of await steps.locator('.duration').allTextContents()) expect(duration).toMatch(/^(\d+\.\d s|\d+ min \d+ s)$/);
     expect(await page.locator('#bar').getAttribute('data-percent')).toBe('100');
     expect(await page.locator('#progress-text').textContent()).toBe(`${STEPS.length} / ${STEPS.length} steps`);
