@@ -71,7 +71,13 @@ export class MonitorEndpoint implements EndpointDefinition {
       this.sessions.sendError(conn, ErrorCode.InvalidFrame, '"executionId" must be a positive integer');
       return;
     }
-    const since = typeof frame.since === 'number' && Number.isSafeInteger(frame.since) && frame.since >= 0 ? frame.since : undefined;
+    const rawSince = frame.since ?? undefined;
+    const since = typeof rawSince === 'number' && Number.isSafeInteger(rawSince) && rawSince >= 0 ? rawSince : undefined;
+    if (rawSince !== undefined && since === undefined) {
+      // A wrong `since` used to be ignored silently: the client believed it resumed and got a snapshot instead.
+      this.sessions.sendError(conn, ErrorCode.InvalidFrame, '"since" must be a position (a non-negative integer)');
+      return;
+    }
     if (!conn.followed.has(id) && conn.followed.size >= this.config.MONITOR_MAX_SUBSCRIPTIONS) {
       this.metrics.limitHits.inc({ limit: 'monitor_subscriptions' });
       this.sessions.sendError(conn, ErrorCode.TooManySubscriptions, `At most ${this.config.MONITOR_MAX_SUBSCRIPTIONS} executions per monitor socket`);
