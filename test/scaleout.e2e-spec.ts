@@ -264,6 +264,25 @@ describe('scale-out and resume (three instances, one RabbitMQ stream)', () => {
     expectExactlyOnceInOrder(await back.collect(isEventOf(channel), 11), 2, 13);
   });
 
+  it('a client whose position is ahead of the instance it resumes on (it came from a faster one) waits for it instead of being refused', async () => {
+    const channel = 'execution.108';
+    const health = (await (await fetch(`${b.url}/health`)).json()) as { websocket: { latest_position: number } };
+    const latest = health.websocket.latest_position;
+    // Another instance already delivered the next two events of the stream; B has not read them yet.
+    const since = latest + 2;
+    const ahead = track(await open(b, '/ws/execution/108', since));
+    const witness = track(await open(a, '/ws/execution/108'));
+    await witness.next('execution_status');
+    await publishAll(pub, channel, 108, 0, 4);
+    // Premise: stream offsets are consecutive, so `since` is the position of the 2nd event.
+    expect(positionsOf(await witness.collect(isEventOf(channel), 4))).toEqual(range(latest + 1, latest + 5));
+
+    expect(await ahead.next()).toMatchObject({ type: 'connection' });
+    expect(await ahead.next()).toMatchObject({ type: 'recovery', recovered: true, since, missed: 0 });
+    expectExactlyOnceInOrder(await ahead.collect(isEventOf(channel), 2), 2, 4);
+    expect(ahead.frames.some((f) => f.type === 'execution_status')).toBe(false);
+  });
+
   it('monitor: subscribe_execution with since recovers the missed events on another instance', async () => {
     const channel = 'execution.107';
     const monA = track(await open(a, '/ws/monitor'));

@@ -15,6 +15,12 @@ import { ClientConnection, type UpgradeRequest } from './client-connection';
 import { ConnectionRegistry } from './connection-registry';
 import { now, type ClientFrame, type EndpointDefinition } from './endpoint';
 
+/**
+ * How long a resume may wait for this instance to read the stream up to the client's position (it comes from an
+ * instance that was ahead, usually by milliseconds). Past it the recovery is answered with what is known.
+ */
+const RESUME_CATCH_UP_MS = 2000;
+
 export interface FollowResult {
   status: 'ok' | 'forbidden' | 'closed';
   /** With `since`: whether the recovery was complete. */
@@ -65,6 +71,7 @@ export class SessionService {
   /** Follow one more channel on an open socket (monitor's `subscribe_execution`), with optional resume. */
   async follow(conn: ClientConnection, channel: string, since: number | undefined, before: () => void): Promise<FollowResult> {
     if (!(await this.authorizer.mayRead(conn.principal, channel))) return { status: 'forbidden' };
+    if (since !== undefined) await this.hub.waitForPosition(since, RESUME_CATCH_UP_MS);
     if (conn.state !== 'open') return { status: 'closed' };
     before();
     if (conn.channels.has(channel)) return { status: 'ok', recovered: undefined };
@@ -96,7 +103,10 @@ export class SessionService {
     // by the registry when it closes.
     if (principal !== undefined) this.registry.addUser(conn, principal.userId);
     const channels = endpoint.channels(conn);
-    void this.authorizeAll(conn, channels).then((allowed) => {
+    const since = conn.ctx.since;
+    const resumable = (allowed: boolean): Promise<boolean> =>
+      allowed && since !== undefined ? this.hub.waitForPosition(since, RESUME_CATCH_UP_MS).then(() => allowed) : Promise.resolve(allowed);
+    void this.authorizeAll(conn, channels).then(resumable).then((allowed) => {
       try {
         if (conn.state === 'closed') return;
         if (!allowed) {
@@ -107,7 +117,6 @@ export class SessionService {
         endpoint.greet(conn);
         const userChannel = principal === undefined ? undefined : `user.${principal.userId}`;
         if (userChannel !== undefined && isChannel(userChannel)) channels.push(userChannel);
-        const since = conn.ctx.since;
         const result = this.hub.subscribe(conn, channels, since, (recovered, missed) => this.sendRecovery(conn, since, recovered, missed));
         for (const c of channels) conn.channels.add(c);
         this.metrics.subscribedChannels.set(this.hub.channelCount);

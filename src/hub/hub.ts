@@ -66,6 +66,7 @@ export class Hub {
   private nextPosition = Date.now() * 1000;
   private lastEventAtMs: number | undefined;
   private published = 0;
+  private readonly positionWaiters = new Set<{ position: number; done: () => void }>();
 
   constructor(
     private readonly options: HubOptions,
@@ -81,6 +82,27 @@ export class Hub {
 
   get latestPosition(): number {
     return this.history.latestPosition;
+  }
+
+  /**
+   * Resolves once an event at or after `position` has passed through the hub, or after `timeoutMs`. A client
+   * resuming here may come from an instance a little ahead on the stream: answered at once, its position would look
+   * newer than anything this instance knows and the recovery would be refused although the events are on their way.
+   */
+  waitForPosition(position: number, timeoutMs: number): Promise<void> {
+    if (this.history.latestPosition >= position) return Promise.resolve();
+    return new Promise((resolve) => {
+      const waiter = {
+        position,
+        done: (): void => {
+          clearTimeout(timer);
+          this.positionWaiters.delete(waiter);
+          resolve();
+        },
+      };
+      const timer = setTimeout(waiter.done, timeoutMs).unref();
+      this.positionWaiters.add(waiter);
+    });
   }
 
   get channelCount(): number {
@@ -125,6 +147,7 @@ export class Hub {
     this.lastEventAtMs = now;
     this.history.append(event);
     this.snapshots.apply(channel, body);
+    if (this.positionWaiters.size > 0) for (const w of this.positionWaiters) if (position >= w.position) w.done();
     const ch = this.channels.get(channel);
     if (ch !== undefined) this.fanOut(ch, event);
     return event;
