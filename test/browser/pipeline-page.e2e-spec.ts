@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { connect as amqpConnect } from 'amqplib';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { PageServer, mintToken } from '../../examples/pipeline-detail/server';
 import { freePort, repoRoot, ServiceProcess } from '../../examples/pipeline-detail/service';
@@ -188,9 +189,24 @@ beforeAll(async () => {
   await promisify(execFile)(tsc, ['-p', 'examples/pipeline-detail/tsconfig.page.json'], { cwd: ROOT });
 }, 120_000);
 
+const afterThisTest: Array<() => Promise<void>> = [];
+
 afterEach(async () => {
   for (const stack of stacks.splice(0)) await stopStack(stack);
+  for (const cleanup of afterThisTest.splice(0)) await cleanup();
 });
+
+/** The exchange and queues the service declared for a test's own exchange (names as in src/messaging/message-policy.ts). */
+async function deleteBrokerTopology(exchange: string): Promise<void> {
+  const connection = await amqpConnect(RABBITMQ_URL, { noDelay: true });
+  try {
+    const channel = await connection.createChannel();
+    for (const queue of ['stream', 'validate', 'dead-letter']) await channel.deleteQueue(`${exchange}.${queue}`);
+    for (const name of [exchange, `${exchange}.dlx`]) await channel.deleteExchange(name);
+  } finally {
+    await connection.close();
+  }
+}
 
 describe('pipeline detail page', () => {
   it('shows the steps and the log as the run progresses, then the finished run', async () => {
@@ -236,7 +252,9 @@ describe('pipeline detail page', () => {
   });
 
   it('shows every log line exactly once after the service restarts mid-run (history kept in RabbitMQ)', async () => {
-    const stack = await startStack({ RABBITMQ_URL, RABBITMQ_EXCHANGE: `ansflow.realtime.browser-e2e.${randomBytes(4).toString('hex')}` });
+    const exchange = `ansflow.realtime.browser-e2e.${randomBytes(4).toString('hex')}`;
+    afterThisTest.push(() => deleteBrokerTopology(exchange));
+    const stack = await startStack({ RABBITMQ_URL, RABBITMQ_EXCHANGE: exchange });
     const { page, service } = stack;
     const executionId = 7;
     await page.goto(pageUrl(stack, executionId, mintToken(SECRET)));
