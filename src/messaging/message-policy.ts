@@ -30,10 +30,18 @@ export function classify(routingKey: string, content: Buffer, maxBytes: number):
 /** When the publisher says it published the message (epoch ms), from the header or the AMQP timestamp (seconds). */
 export function publishedAtMs(headers: Record<string, unknown> | undefined, timestamp: unknown): number | undefined {
   const h = headers?.['x-published-at-ms'];
-  if (typeof h === 'number' && Number.isFinite(h)) return h;
-  if (typeof h === 'string' && /^\d+(\.\d+)?$/.test(h)) return Number(h);
-  if (typeof timestamp === 'number' && Number.isFinite(timestamp)) return timestamp * 1000;
+  if (typeof h === 'number' && isDateMs(h)) return h;
+  if (typeof h === 'string' && /^\d+(\.\d+)?$/.test(h) && isDateMs(Number(h))) return Number(h);
+  if (typeof timestamp === 'number' && isDateMs(timestamp * 1000)) return timestamp * 1000;
   return undefined;
+}
+
+/**
+ * Within what a JavaScript Date can hold (±8.64e15 ms). The hub builds an ISO timestamp from this value: an
+ * out-of-range header (1e20) made `toISOString()` throw and the event was dropped without being dead-lettered.
+ */
+function isDateMs(ms: number): boolean {
+  return Number.isFinite(ms) && Math.abs(ms) <= 8.64e15;
 }
 
 export const DEAD_LETTER_REASON_HEADER = 'x-ansflow-dead-letter-reason';
