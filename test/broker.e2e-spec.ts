@@ -95,8 +95,26 @@ describe('RabbitMQ ingest: routing and idempotency', () => {
     await follow(mon43, 43);
 
     const bodies = {
-      e42: { type: 'log_entry', tag: 'e42', execution_id: 42, level: 'info', message: 'npm ci → ok', nested: { a: [1, { b: 'ü' }], n: null }, ratio: 0.25, ok: true, timestamp: '2026-01-01T00:00:00.000Z' },
-      u7: { type: 'system_notification', tag: 'u7', level: 'info', title: 'Done', message: 'run finished', data: { level: 'info', title: 'Done', message: 'run finished' }, timestamp: '2026-01-01T00:00:01.000Z' },
+      e42: {
+        type: 'log_entry',
+        tag: 'e42',
+        execution_id: 42,
+        level: 'info',
+        message: 'npm ci → ok',
+        nested: { a: [1, { b: 'ü' }], n: null },
+        ratio: 0.25,
+        ok: true,
+        timestamp: '2026-01-01T00:00:00.000Z',
+      },
+      u7: {
+        type: 'system_notification',
+        tag: 'u7',
+        level: 'info',
+        title: 'Done',
+        message: 'run finished',
+        data: { level: 'info', title: 'Done', message: 'run finished' },
+        timestamp: '2026-01-01T00:00:01.000Z',
+      },
       sys: { type: 'system_announcement', tag: 'sys', message: 'maintenance at 22:00', timestamp: '2026-01-01T00:00:02.000Z' },
       b42: { type: 'barrier', tag: 'b42', timestamp: '2026-01-01T00:00:03.000Z' },
       b43: { type: 'barrier', tag: 'b43', timestamp: '2026-01-01T00:00:04.000Z' },
@@ -197,10 +215,14 @@ describe('RabbitMQ ingest: poison messages', () => {
     // The validator has settled every message once its queue holds nothing ready or unacknowledged: from then on
     // nothing can be redelivered, so the dead-letter queue's content is final.
     const { validate, dlq } = brokerObjects(ex);
-    await eventually('the validator queue to drain', async () => {
-      const d = await queueDepth(validate);
-      return d !== undefined && d.ready === 0 && d.unacked === 0 ? d : undefined;
-    }, 20_000);
+    await eventually(
+      'the validator queue to drain',
+      async () => {
+        const d = await queueDepth(validate);
+        return d !== undefined && d.ready === 0 && d.unacked === 0 ? d : undefined;
+      },
+      20_000,
+    );
     const letters = await drainQueue(pub.ch, dlq);
     const got = letters
       .map((m) => ({
@@ -214,7 +236,10 @@ describe('RabbitMQ ingest: poison messages', () => {
 
     const text = await (await fetch(`${svc.url}/metrics`)).text();
     const counts = Object.fromEntries(
-      ['invalid_json', 'not_an_object', 'missing_type', 'unknown_channel', 'too_large'].map((reason) => [reason, metric(text, 'realtime_broker_messages_dead_lettered_total', { reason })]),
+      ['invalid_json', 'not_an_object', 'missing_type', 'unknown_channel', 'too_large'].map((reason) => [
+        reason,
+        metric(text, 'realtime_broker_messages_dead_lettered_total', { reason }),
+      ]),
     );
     expect(counts).toEqual({ invalid_json: 1, not_an_object: 2, missing_type: 1, unknown_channel: 2, too_large: 1 });
     // Consumed from the stream: the seven poison messages and the good one (none twice).

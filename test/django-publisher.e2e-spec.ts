@@ -77,9 +77,24 @@ describe('Django publisher (integrations/django) → RabbitMQ → service → We
     const steps = 3;
     const logLines = 4;
     const run = await simulateRun([
-      '--url', RABBITMQ_URL, '--exchange', ex,
-      '--execution-id', String(execution), '--pipeline-id', String(pipeline), '--project-id', String(project),
-      '--user-id', String(user), '--steps', String(steps), '--log-lines', String(logLines), '--delay', '0',
+      '--url',
+      RABBITMQ_URL,
+      '--exchange',
+      ex,
+      '--execution-id',
+      String(execution),
+      '--pipeline-id',
+      String(pipeline),
+      '--project-id',
+      String(project),
+      '--user-id',
+      String(user),
+      '--steps',
+      String(steps),
+      '--log-lines',
+      String(logLines),
+      '--delay',
+      '0',
     ]);
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
     // As the README counts them: 2 + steps × (log_lines + 3) + 4, plus the user notification.

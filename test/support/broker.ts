@@ -52,7 +52,13 @@ export async function connectPublisher(url = RABBITMQ_URL): Promise<Publisher> {
           exchange,
           routingKey,
           content,
-          { persistent: true, contentType: 'application/json', timestamp: Math.floor(at / 1000), ...options, headers: { 'x-published-at-ms': at, ...options.headers } },
+          {
+            persistent: true,
+            contentType: 'application/json',
+            timestamp: Math.floor(at / 1000),
+            ...options,
+            headers: { 'x-published-at-ms': at, ...options.headers },
+          },
           (err) => (err === null || err === undefined ? resolve() : reject(err instanceof Error ? err : new Error(String(err)))),
         );
       });
@@ -215,7 +221,10 @@ export async function eventually<T>(what: string, check: () => Promise<T | undef
     } catch (err) {
       lastErr = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastErr === undefined ? '' : `: ${String(lastErr)}`}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out waiting for ${what}${lastErr === undefined ? '' : `: ${lastErr instanceof Error ? lastErr.message : JSON.stringify(lastErr)}`}`,
+      );
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -275,7 +284,12 @@ export async function buildServiceOnce(): Promise<string> {
   // Two test files may want the same build at once: one compiles, the other waits on the lock.
   const r = await run(
     'flock',
-    [path.join(dir, '.lock'), 'sh', '-c', `test -f "${main}" || "${path.join(REPO, 'node_modules/.bin/tsc')}" -p "${path.join(REPO, 'tsconfig.build.json')}" --outDir "${path.join(dir, 'dist.tmp')}" && { test -f "${main}" || mv "${path.join(dir, 'dist.tmp')}" "${path.join(dir, 'dist')}"; }`],
+    [
+      path.join(dir, '.lock'),
+      'sh',
+      '-c',
+      `test -f "${main}" || "${path.join(REPO, 'node_modules/.bin/tsc')}" -p "${path.join(REPO, 'tsconfig.build.json')}" --outDir "${path.join(dir, 'dist.tmp')}" && { test -f "${main}" || mv "${path.join(dir, 'dist.tmp')}" "${path.join(dir, 'dist')}"; }`,
+    ],
     240_000,
   );
   if (r.code !== 0 || !fs.existsSync(main)) throw new Error(`building the service failed:\n${r.stdout}\n${r.stderr}`);
@@ -346,12 +360,11 @@ export async function spawnService(buildDir: string, env: Record<string, string>
     },
   };
   try {
-    await Promise.race([
-      waitForStatus(`${url}/health/${ready}`, 200, 30_000),
-      exit.then((e) => {
-        throw new Error(`service exited early: ${JSON.stringify(e)}`);
-      }),
-    ]);
+    const early = exit.then((e) => {
+      throw new Error(`service exited early: ${JSON.stringify(e)}`);
+    });
+    early.catch(() => undefined); // it rejects at every exit, also the expected one at the end of the test
+    await Promise.race([waitForStatus(`${url}/health/${ready}`, 200, 30_000), early]);
   } catch (err) {
     await child.kill();
     throw new Error(`${String(err)}\n--- service output ---\n${output.join('\n')}`);
@@ -366,4 +379,17 @@ export function publishVia(url: string, body: unknown, key = CHILD_PUBLISH_KEY):
     headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
     body: JSON.stringify(body),
   });
+}
+
+/** `p`, or a rejection naming `what` after `ms`; the timer is cleared either way (no open handle left to Jest). */
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
