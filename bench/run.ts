@@ -105,10 +105,7 @@ async function main(): Promise<void> {
 
   const conn = await amqp.connect(opts.rabbitUrl, { noDelay: true });
   conn.on('error', () => undefined);
-  const workers: Worker[] = Array.from(
-    { length: opts.workers },
-    (_, i) => new Child<WorkerCommand, WorkerReply>('client-worker.js', `client worker ${i}`),
-  );
+  const workers: Worker[] = Array.from({ length: opts.workers }, (_, i) => new Child<WorkerCommand, WorkerReply>('client-worker.js', `client worker ${i}`));
   const publisher: Publisher = new Child<PublisherCommand, PublisherReply>('publisher.js', 'publisher');
   const children = [...workers, publisher];
   const shutdown = (): void => {
@@ -187,7 +184,11 @@ async function main(): Promise<void> {
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(
     out,
-    JSON.stringify({ date: when, machine: m, load_before: loadAtStart, seconds, options: { ...opts, secret: undefined, apiKey: undefined }, results, table: rows }, null, 2),
+    JSON.stringify(
+      { date: when, machine: m, load_before: loadAtStart, seconds, options: { ...opts, secret: undefined, apiKey: undefined }, results, table: rows },
+      null,
+      2,
+    ),
   );
   console.log(`\nJSON: ${out}`);
 }

@@ -37,12 +37,13 @@ export class Context {
     readonly hubOptions: Omit<HubOptions, 'exchange'>,
     readonly runId: string,
   ) {
-    workers.forEach((w, i) =>
-      w.onUnsolicited = (r) => {
-        if (r.ev !== 'progress') return;
-        this.progressByWorker.set(i, r.min);
-        this.forwardProgress();
-      },
+    workers.forEach(
+      (w, i) =>
+        (w.onUnsolicited = (r) => {
+          if (r.ev !== 'progress') return;
+          this.progressByWorker.set(i, r.min);
+          this.forwardProgress();
+        }),
     );
   }
 
@@ -94,14 +95,12 @@ export class Context {
     specs.forEach((s, i) => share[i % share.length].push(s));
     const replies = await Promise.all(
       this.workers.map((w, i) =>
-        w.call(
-          { cmd: 'connect', sockets: share[i], ratePerSec: ratePerSec / this.workers.length, secret: this.opts.secret },
-          'connected',
-        ),
+        w.call({ cmd: 'connect', sockets: share[i], ratePerSec: ratePerSec / this.workers.length, secret: this.opts.secret }, 'connected'),
       ),
     );
-    const total: ConnectResult = { ev: 'connected', opened: 0, failed: 0, connectMs: [], openToFrameMs: [], errors: {} };
+    const total: ConnectResult = { ev: 'connected', seconds: 0, opened: 0, failed: 0, connectMs: [], openToFrameMs: [], errors: {} };
     for (const r of replies) {
+      total.seconds = Math.max(total.seconds, r.seconds);
       total.opened += r.opened;
       total.failed += r.failed;
       total.connectMs.push(...r.connectMs);
@@ -158,19 +157,11 @@ export class Context {
   }
 
   openLoop(exchange: string, channels: string[], ratePerSec: number, durationMs: number): Promise<PublishResult> {
-    return this.publisher.call(
-      { cmd: 'open-loop', exchange, channels, ratePerSec, durationMs },
-      'published',
-      durationMs + 120_000,
-    );
+    return this.publisher.call({ cmd: 'open-loop', exchange, channels, ratePerSec, durationMs }, 'published', durationMs + 120_000);
   }
 
   closedLoop(exchange: string, channels: string[], window: number, durationMs: number): Promise<PublishResult> {
-    return this.publisher.call(
-      { cmd: 'closed-loop', exchange, channels, window, durationMs },
-      'published',
-      durationMs + 120_000,
-    );
+    return this.publisher.call({ cmd: 'closed-loop', exchange, channels, window, durationMs }, 'published', durationMs + 120_000);
   }
 }
 
@@ -190,7 +181,7 @@ export class Collected {
     const latencies: number[] = [];
     for (const r of replies) {
       for (const v of r.latencyMs) latencies.push(v);
-      for (const t of Object.values(r.channels) as ChannelTally[]) {
+      for (const t of Object.values<ChannelTally>(r.channels)) {
         c.received += t.received;
         c.frames += t.frames;
         c.duplicates += t.duplicates;

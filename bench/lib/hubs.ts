@@ -67,8 +67,7 @@ export class Hub {
       WS_MAX_CONNECTIONS_PER_USER: '100000',
       ...(kind === 'service' ? opts.extraEnv : {}),
     };
-    const script =
-      kind === 'service' ? join(opts.repoRoot, 'dist', 'main.js') : join(__dirname, '..', 'baseline-hub.js');
+    const script = kind === 'service' ? join(opts.repoRoot, 'dist', 'main.js') : join(__dirname, '..', 'baseline-hub.js');
     mkdirSync(opts.logDir, { recursive: true });
     const log = createWriteStream(join(opts.logDir, `${tag}-${kind}-${port}.log`));
     const proc = spawn(process.execPath, [script], { cwd: opts.repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -45,6 +45,8 @@ export type WorkerCommand =
 
 export interface ConnectResult {
   ev: 'connected';
+  /** From the first open to the last socket settled (connected or failed). */
+  seconds: number;
   opened: number;
   failed: number;
   /** ms from `new WebSocket()` to the `connection` frame, one per socket that got it. */
@@ -74,13 +76,7 @@ export interface ChurnResult {
 }
 
 export type WorkerReply =
-  | { ev: 'ready' }
-  | ConnectResult
-  | { ev: 'reset' }
-  | { ev: 'progress'; min: Record<string, number> }
-  | CollectResult
-  | { ev: 'closed' }
-  | ChurnResult;
+  { ev: 'ready' } | ConnectResult | { ev: 'reset' } | { ev: 'progress'; min: Record<string, number> } | CollectResult | { ev: 'closed' } | ChurnResult;
 
 export type PublisherCommand =
   | { cmd: 'open'; url: string }

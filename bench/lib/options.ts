@@ -64,14 +64,14 @@ export function parseOptions(argv: string[]): Options {
     apiKey: 'bench-publish-key',
     rabbitUrl: process.env.RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
     serviceEnv: {},
-    connections: quick ? [1000] : [10_000, 19_000],
+    connections: quick ? [500] : [10_000, 19_000],
     connectRate: 1000,
     capacityChannels: quick ? 100 : 1000,
     latencySubscribers: quick ? 200 : 1000,
     latencyChannels: quick ? 20 : 100,
     latencyRate: quick ? 200 : 500,
     latencySeconds: quick ? 2 : 20,
-    fanoutSubscribers: quick ? 500 : 5000,
+    fanoutSubscribers: quick ? 300 : 5000,
     fanoutChannels: 10,
     fanoutSeconds: quick ? 1.5 : 15,
     fanoutWarmupSeconds: quick ? 0.5 : 3,
@@ -83,7 +83,11 @@ export function parseOptions(argv: string[]): Options {
     churnEventRate: quick ? 50 : 100,
     settleSeconds: quick ? 0.3 : 5,
   };
-  const list = (v: string): string[] => v.split(',').map((s) => s.trim()).filter(Boolean);
+  const list = (v: string): string[] =>
+    v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
   const num = (flag: string, v: string): number => {
     const n = Number(v);
     if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag}: not a positive number: ${v}`);

@@ -17,10 +17,12 @@ interface Row {
   target?: (service: number, baseline: number, s: Figures) => Verdict;
 }
 
-const atMost = (limit: number, unit: string) => (v: number): Verdict => ({
-  target: `≤ ${limit} ${unit}`.trim(),
-  pass: Number.isFinite(v) ? v <= limit : null,
-});
+const atMost =
+  (limit: number, unit: string) =>
+  (v: number): Verdict => ({
+    target: `≤ ${limit} ${unit}`.trim(),
+    pass: Number.isFinite(v) ? v <= limit : null,
+  });
 const zero = (v: number): Verdict => ({ target: '0', pass: Number.isFinite(v) ? v === 0 : null });
 
 const ROWS: Row[] = [
@@ -28,10 +30,7 @@ const ROWS: Row[] = [
     scenario: 'capacity',
     key: 'held',
     label: 'connections held',
-    target: (v, _b, s) =>
-      Number(s.requested) >= 19_000
-        ? { target: '≥ 19000', pass: v >= 19_000 }
-        : { target: `≥ 19000 (ran ${s.requested})`, pass: null },
+    target: (v, _b, s) => (Number(s.requested) >= 19_000 ? { target: '≥ 19000', pass: v >= 19_000 } : { target: `≥ 19000 (ran ${s.requested})`, pass: null }),
   },
   { scenario: 'capacity', key: 'idle_rss_mb', label: 'idle RSS (MB)', target: atMost(80, 'MB') },
   { scenario: 'capacity', key: 'rss_mb', label: 'RSS with connections (MB)' },
@@ -44,6 +43,8 @@ const ROWS: Row[] = [
       pass: Number.isFinite(v) && Number.isFinite(b) ? v <= 1.5 * b : null,
     }),
   },
+  { scenario: 'capacity', key: 'connect_achieved_rate', label: 'connects/s achieved' },
+  { scenario: 'capacity', key: 'connect_cpu_ms_per_conn', label: 'server CPU ms per connect' },
   { scenario: 'capacity', key: 'connect_p50_ms', label: 'connect p50 (ms)' },
   { scenario: 'capacity', key: 'connect_p99_ms', label: 'connect p99 (ms)', target: atMost(10, 'ms') },
   { scenario: 'capacity', key: 'open_to_frame_p99_ms', label: 'upgrade → connection frame p99 (ms)' },

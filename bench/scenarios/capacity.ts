@@ -13,6 +13,7 @@ export async function capacity(ctx: Context, kind: HubKind): Promise<Figures> {
   const [hub] = hubs;
   const f: Figures = { connect_rate_per_s: opts.connectRate };
   try {
+    await ctx.reset(false);
     await sleep(opts.settleSeconds * 1000);
     const idle = rssKb(hub.pid);
     f.idle_rss_mb = idle / 1024;
@@ -24,11 +25,15 @@ export async function capacity(ctx: Context, kind: HubKind): Promise<Figures> {
     const overflows0 = listenOverflows();
     let held = 0;
     let done = 0;
+    let connectSeconds = 0;
+    const cpuAtIdle = cpuSeconds(hub.pid);
     for (const level of [...opts.connections].sort((a, b) => a - b)) {
       const cpu0 = cpuSeconds(hub.pid);
       const r = await ctx.connect(all.slice(done, level), opts.connectRate);
-      f[`connect_cpu_s_per_1000_at_${level}`] = ((cpuSeconds(hub.pid) - cpu0) * 1000) / (level - done);
+      f[`connect_cpu_ms_per_conn_at_${level}`] = ((cpuSeconds(hub.pid) - cpu0) * 1000) / (level - done);
+      f[`connect_achieved_rate_at_${level}`] = (level - done) / r.seconds;
       done = level;
+      connectSeconds += r.seconds;
       held += r.opened;
       connectMs.push(...r.connectMs);
       openToFrameMs.push(...r.openToFrameMs);
@@ -53,6 +58,8 @@ export async function capacity(ctx: Context, kind: HubKind): Promise<Figures> {
     f.connect_max_ms = d.max;
     f.open_to_frame_p50_ms = o.p50;
     f.open_to_frame_p99_ms = o.p99;
+    f.connect_achieved_rate = top / connectSeconds;
+    f.connect_cpu_ms_per_conn = ((cpuSeconds(hub.pid) - cpuAtIdle) * 1000) / top;
     f.listen_overflows = listenOverflows() - overflows0;
     f.connect_errors = Object.values(errors).reduce((a, b) => a + b, 0) + dropped;
     f.connect_error_kinds = describeCounts({ ...errors, ...c.unexpected });

@@ -23,12 +23,7 @@ export async function latency(ctx: Context, kind: HubKind, instances = 1): Promi
     await sleep(opts.settleSeconds * 1000);
     await ctx.reset(true);
     const cpu0 = hubs.map((h) => cpuSeconds(h.pid));
-    const pub = await ctx.openLoop(
-      exchange,
-      ctx.channelNames(opts.latencyChannels),
-      opts.latencyRate,
-      opts.latencySeconds * 1000,
-    );
+    const pub = await ctx.openLoop(exchange, ctx.channelNames(opts.latencyChannels), opts.latencyRate, opts.latencySeconds * 1000);
     const c = await ctx.drain(pub.published);
     const cpu = hubs.reduce((a, h, i) => a + cpuSeconds(h.pid) - cpu0[i], 0);
     f.published = pub.total;
