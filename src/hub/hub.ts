@@ -88,9 +88,11 @@ export class Hub {
    * Resolves once an event at or after `position` has passed through the hub, or after `timeoutMs`. A client
    * resuming here may come from an instance a little ahead on the stream: answered at once, its position would look
    * newer than anything this instance knows and the recovery would be refused although the events are on their way.
+   * An instance that has read nothing yet (-1: no event in the replayed window) does not wait: it cannot tell.
    */
   waitForPosition(position: number, timeoutMs: number): Promise<void> {
-    if (this.history.latestPosition >= position) return Promise.resolve();
+    const latest = this.history.latestPosition;
+    if (latest >= position || latest < 0) return Promise.resolve();
     return new Promise((resolve) => {
       const waiter = {
         position,
