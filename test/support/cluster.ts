@@ -150,6 +150,44 @@ export class Instance {
     await this.waitReady();
   }
 
+  /**
+   * Have the broker close this instance's AMQP connection(s), as a broker restart or a network cut would; the
+   * instance reconnects by itself. Finds them by the local ports of the process's sockets to 5672.
+   */
+  dropBrokerConnection(): number {
+    const pid = this.proc?.pid;
+    if (pid === undefined || !this.running) throw new Error(`${this.name} is not running`);
+    const sockets = execFileSync('ss', ['-tnpH', 'state', 'established', '( dport = :5672 )'], { encoding: 'utf8' });
+    const ports = new Set(
+      sockets
+        .split('\n')
+        .filter((l) => l.includes(`pid=${pid},`))
+        .map((l) => /:(\d+)\s+\S+:5672\b/.exec(l)?.[1])
+        .filter((p): p is string => p !== undefined),
+    );
+    const listed = execFileSync('rabbitmqctl', ['list_connections', 'pid', 'peer_port', '--quiet', '--no-table-headers'], { encoding: 'utf8' });
+    let closed = 0;
+    for (const line of listed.split('\n')) {
+      const [connPid, peerPort] = line.trim().split(/\s+/);
+      if (connPid === undefined || peerPort === undefined || !ports.has(peerPort)) continue;
+      execFileSync('rabbitmqctl', ['close_connection', connPid, 'test: broker connection dropped'], { stdio: 'ignore' });
+      closed++;
+    }
+    return closed;
+  }
+
+  /** Poll `/health/ready` until it answers `status` (e.g. 503 while the broker connection is down). */
+  async waitReadiness(status: number, ms = 15_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const res = await fetch(`${this.url}/health/ready`, { signal: AbortSignal.timeout(1000) }).catch(() => undefined);
+      await res?.arrayBuffer();
+      if (res?.status === status) return;
+      if (Date.now() > deadline) throw new Error(`${this.name}: /health/ready did not answer ${status} within ${ms} ms:\n${this.tail()}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
   /** The JSON log lines of this instance that contain `msg` (parsed). */
   logged(msg: string): Record<string, unknown>[] {
     return this.logs
