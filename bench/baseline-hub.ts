@@ -6,7 +6,8 @@
  * - RabbitMQ in: an exclusive auto-delete queue bound with `#` to the topic exchange, prefetch 1000.
  * - Upgrade: path → channels, HS256 token verified with `jsonwebtoken` (refused: close 4001).
  * - First frame `connection`; each event is parsed once, gets `channel` and `position` (a counter), is
- *   serialized once, and the same string is written to every subscriber of its routing key.
+ *   serialized and UTF-8 encoded once, and the same buffer is written (as a text frame) to every subscriber of
+ *   its routing key.
  * - `?batch=1` sockets get the events that arrived in the same turn of the event loop in one `batch` frame,
  *   built once per channel.
  * - A subscriber whose send buffer passes 4 MiB is closed 4008, so a stuck client cannot grow memory.
@@ -102,9 +103,9 @@ function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
   });
 }
 
-function write(ws: WebSocket, frame: string): void {
+function write(ws: WebSocket, frame: Buffer): void {
   if (ws.bufferedAmount > MAX_BUFFERED_BYTES) ws.close(4008, 'send_buffer_full');
-  else ws.send(frame);
+  else ws.send(frame, { binary: false });
 }
 
 /** Events waiting for the end of this event-loop turn, per channel, for `batch=1` subscribers. */
@@ -114,7 +115,7 @@ let flushScheduled = false;
 function flushBatches(): void {
   flushScheduled = false;
   for (const [channel, events] of pendingBatches) {
-    const frame = `{"type":"batch","events":[${events.join(',')}]}`;
+    const frame = Buffer.from(`{"type":"batch","events":[${events.join(',')}]}`);
     for (const ws of channels.get(channel)?.batch ?? []) write(ws, frame);
   }
   pendingBatches.clear();
@@ -135,12 +136,15 @@ function dispatch(channel: string, body: Buffer): void {
   if (fields.timestamp === undefined) fields.timestamp = new Date().toISOString();
   const subs = channels.get(channel);
   if (!subs) return;
-  const frame = JSON.stringify(fields);
-  for (const ws of subs.plain) write(ws, frame);
+  const text = JSON.stringify(fields);
+  if (subs.plain.size > 0) {
+    const frame = Buffer.from(text);
+    for (const ws of subs.plain) write(ws, frame);
+  }
   if (subs.batch.size > 0) {
     const pending = pendingBatches.get(channel);
-    if (pending) pending.push(frame);
-    else pendingBatches.set(channel, [frame]);
+    if (pending) pending.push(text);
+    else pendingBatches.set(channel, [text]);
     if (!flushScheduled) {
       flushScheduled = true;
       setImmediate(flushBatches);

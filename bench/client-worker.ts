@@ -157,6 +157,7 @@ async function openAtRate(
   secret: string,
   keep: boolean,
   onOpened?: (c: Client) => void,
+  onFailed?: (spec: SocketSpec) => void,
 ): Promise<Record<string, number>> {
   const errors: Record<string, number> = {};
   const pending: Promise<void>[] = [];
@@ -173,8 +174,10 @@ async function openAtRate(
       open(specs[k], secret, keep).then((r) => {
         inFlight--;
         slotFreed?.();
-        if (typeof r === 'string') bump(errors, r);
-        else onOpened?.(r);
+        if (typeof r === 'string') {
+          bump(errors, r);
+          onFailed?.(specs[k]);
+        } else onOpened?.(r);
       }),
     );
   }
@@ -187,7 +190,16 @@ async function connect(cmd: Extract<WorkerCommand, { cmd: 'connect' }>): Promise
   timings.openToFrameMs = [];
   const before = clients.length;
   const t0 = nowMs();
-  const errors = await openAtRate(cmd.sockets, cmd.ratePerSec, cmd.secret, true);
+  // Failed sockets are counted as errors, then opened again (up to `retries` more passes), so that a
+  // scenario that needs N subscribers gets them even from a server that refused some under the connect storm.
+  const errors: Record<string, number> = {};
+  let todo = cmd.sockets;
+  for (let pass = 0; pass <= cmd.retries && todo.length > 0; pass++) {
+    const failed: SocketSpec[] = [];
+    const passErrors = await openAtRate(todo, cmd.ratePerSec, cmd.secret, true, undefined, (spec) => failed.push(spec));
+    for (const [k, v] of Object.entries(passErrors)) errors[k] = (errors[k] ?? 0) + v;
+    todo = failed;
+  }
   const reply: ConnectResult = {
     ev: 'connected',
     seconds: (nowMs() - t0) / 1000,

@@ -92,6 +92,7 @@ function drained(): Promise<void> {
 }
 
 async function openLoop(cmd: Extract<PublisherCommand, { cmd: 'open-loop' }>): Promise<void> {
+  await ensureChannel();
   exchange = cmd.exchange;
   const run = newRun(cmd.channels);
   const t0 = nowMs();
@@ -110,6 +111,7 @@ async function openLoop(cmd: Extract<PublisherCommand, { cmd: 'open-loop' }>): P
 }
 
 async function closedLoop(cmd: Extract<PublisherCommand, { cmd: 'closed-loop' }>): Promise<void> {
+  await ensureChannel();
   exchange = cmd.exchange;
   const run = newRun(cmd.channels);
   progress = Object.fromEntries(cmd.channels.map((c) => [c, 0]));
@@ -140,10 +142,42 @@ async function closedLoop(cmd: Extract<PublisherCommand, { cmd: 'closed-loop' }>
   await finish(run, t0);
 }
 
+let brokerUrl = '';
+
+/** (Re)connects when there is no open channel: RabbitMQ may have been restarted since the last run. */
+async function ensureChannel(): Promise<void> {
+  if (ch) return;
+  const c = await amqp.connect(brokerUrl, { noDelay: true });
+  c.on('error', () => undefined);
+  const confirm = await c.createConfirmChannel();
+  confirm.on('error', () => undefined);
+  const forget = (): void => {
+    if (ch === confirm) ch = undefined;
+  };
+  c.on('close', forget);
+  confirm.on('close', forget);
+  conn = c;
+  ch = confirm;
+}
+
 async function open(url: string): Promise<void> {
-  conn = await amqp.connect(url, { noDelay: true });
-  ch = await conn.createConfirmChannel();
+  brokerUrl = url;
+  await ensureChannel();
   send({ ev: 'opened' });
+}
+
+/** A run that could not go on (e.g. the broker went away) still answers, so the orchestrator does not wait. */
+function failed(err: unknown): void {
+  const reply: PublishResult = {
+    ev: 'published',
+    published: {},
+    total: 0,
+    nacked: 0,
+    elapsedMs: 0,
+    rate: 0,
+    error: err instanceof Error ? err.message : String(err),
+  };
+  send(reply);
 }
 
 process.on('message', (msg: PublisherCommand) => {
@@ -152,10 +186,10 @@ process.on('message', (msg: PublisherCommand) => {
       void open(msg.url);
       break;
     case 'open-loop':
-      void openLoop(msg);
+      openLoop(msg).catch(failed);
       break;
     case 'closed-loop':
-      void closedLoop(msg);
+      closedLoop(msg).catch(failed);
       break;
     case 'progress':
       // Already the minimum over every worker's sockets (the orchestrator combines the reports).

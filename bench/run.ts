@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import amqp from 'amqplib';
+import type amqp from 'amqplib';
+import { Broker } from './lib/broker';
 import { Child } from './lib/children';
 import { Context, type Figures, type Publisher, type Worker } from './lib/context';
 import { Hub, type HubKind } from './lib/hubs';
@@ -103,8 +104,8 @@ async function main(): Promise<void> {
   if (opts.targets.includes('service')) ensureServiceBuilt();
   log(`run ${runId}: scenarios ${opts.only.join(',')}; targets ${opts.targets.join(',')}; ${opts.workers} client processes`);
 
-  const conn = await amqp.connect(opts.rabbitUrl, { noDelay: true });
-  conn.on('error', () => undefined);
+  const broker = new Broker(opts.rabbitUrl);
+  await broker.connection(); // fail fast when RabbitMQ is not there at all
   const workers: Worker[] = Array.from({ length: opts.workers }, (_, i) => new Child<WorkerCommand, WorkerReply>('client-worker.js', `client worker ${i}`));
   const publisher: Publisher = new Child<PublisherCommand, PublisherReply>('publisher.js', 'publisher');
   const children = [...workers, publisher];
@@ -122,7 +123,7 @@ async function main(): Promise<void> {
     opts,
     workers,
     publisher,
-    conn,
+    broker,
     {
       rabbitUrl: opts.rabbitUrl,
       secret: opts.secret,
@@ -130,6 +131,7 @@ async function main(): Promise<void> {
       repoRoot,
       logDir: join(repoRoot, 'bench', 'results', 'logs'),
       extraEnv: opts.serviceEnv,
+      nodeArgs: opts.serviceNodeArgs,
     },
     runId,
   );
@@ -164,10 +166,10 @@ async function main(): Promise<void> {
       if (typeof b === 'number' && typeof u === 'number' && batch?.[kind]) batch[kind].gain_vs_unbatched = b / u;
     }
   } finally {
-    await cleanupBroker(conn, runId, ctx.exchanges).catch((err: unknown) => log(`broker clean-up failed: ${String(err)}`));
+    await cleanupBroker(await broker.connection(), runId, ctx.exchanges).catch((err: unknown) => log(`broker clean-up failed: ${String(err)}`));
     await publisher.call({ cmd: 'close' }, 'closed', 5000).catch(() => undefined);
     shutdown();
-    await conn.close().catch(() => undefined);
+    await broker.close();
   }
 
   const rows = tableRows(results);

@@ -1,4 +1,4 @@
-import type { ChannelModel } from 'amqplib';
+import type { Broker } from './broker';
 import { Child } from './children';
 import { Hub, type HubKind, type HubOptions } from './hubs';
 import type {
@@ -33,7 +33,7 @@ export class Context {
     readonly opts: Options,
     readonly workers: Worker[],
     readonly publisher: Publisher,
-    readonly amqp: ChannelModel,
+    readonly broker: Broker,
     readonly hubOptions: Omit<HubOptions, 'exchange'>,
     readonly runId: string,
   ) {
@@ -61,7 +61,7 @@ export class Context {
       for (let i = 0; i < count; i++) {
         hubs.push(await Hub.start(kind, { ...this.hubOptions, exchange }, `${this.runId}-${scenario}-${i}`));
       }
-      for (const h of hubs) await h.probe(this.amqp, exchange, this.hubOptions.secret);
+      for (const h of hubs) await h.probe(await this.broker.connection(), exchange, this.hubOptions.secret);
     } catch (err) {
       await Promise.all(hubs.map((h) => h.stop()));
       throw err;
@@ -89,13 +89,16 @@ export class Context {
     return Array.from({ length: channels }, (_, i) => `execution.${i + 1}`);
   }
 
-  /** Opens the specs spread over the workers, at `ratePerSec` in total. */
-  async connect(specs: SocketSpec[], ratePerSec: number): Promise<ConnectResult> {
+  /**
+   * Opens the specs spread over the workers, at `ratePerSec` in total; sockets that fail are retried up to
+   * `retries` times (their failures still count in `errors`).
+   */
+  async connect(specs: SocketSpec[], ratePerSec: number, retries = 3): Promise<ConnectResult> {
     const share = this.workers.map(() => [] as SocketSpec[]);
     specs.forEach((s, i) => share[i % share.length].push(s));
     const replies = await Promise.all(
       this.workers.map((w, i) =>
-        w.call({ cmd: 'connect', sockets: share[i], ratePerSec: ratePerSec / this.workers.length, secret: this.opts.secret }, 'connected'),
+        w.call({ cmd: 'connect', sockets: share[i], ratePerSec: ratePerSec / this.workers.length, secret: this.opts.secret, retries }, 'connected'),
       ),
     );
     const total: ConnectResult = { ev: 'connected', seconds: 0, opened: 0, failed: 0, connectMs: [], openToFrameMs: [], errors: {} };

@@ -18,6 +18,8 @@ export interface HubOptions {
   logDir: string;
   /** Extra environment for the service (`--service-env K=V`). */
   extraEnv: Record<string, string>;
+  /** Node flags for the service process (`--service-node-args`). */
+  nodeArgs: string[];
 }
 
 /** A running hub process (the service or the baseline) on 127.0.0.1:port. */
@@ -70,7 +72,11 @@ export class Hub {
     const script = kind === 'service' ? join(opts.repoRoot, 'dist', 'main.js') : join(__dirname, '..', 'baseline-hub.js');
     mkdirSync(opts.logDir, { recursive: true });
     const log = createWriteStream(join(opts.logDir, `${tag}-${kind}-${port}.log`));
-    const proc = spawn(process.execPath, [script], { cwd: opts.repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [...(kind === 'service' ? opts.nodeArgs : []), script], {
+      cwd: opts.repoRoot,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     proc.stdout?.pipe(log);
     proc.stderr?.pipe(log);
     const hub = new Hub(kind, port, proc);

@@ -27,7 +27,7 @@ export interface ChannelTally {
 }
 
 export type WorkerCommand =
-  | { cmd: 'connect'; sockets: SocketSpec[]; ratePerSec: number; secret: string }
+  | { cmd: 'connect'; sockets: SocketSpec[]; ratePerSec: number; secret: string; retries: number }
   | { cmd: 'reset'; recordLatency: boolean }
   | { cmd: 'track'; everyMs: number }
   | { cmd: 'untrack' }
@@ -100,6 +100,8 @@ export interface PublishResult {
   elapsedMs: number;
   /** Achieved rate (events/s) over elapsedMs. */
   rate: number;
+  /** Set when the run could not be completed. */
+  error?: string;
 }
 
 export type PublisherReply = { ev: 'ready' } | { ev: 'opened' } | PublishResult | { ev: 'closed' };

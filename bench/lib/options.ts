@@ -14,6 +14,8 @@ export interface Options {
   apiKey: string;
   rabbitUrl: string;
   serviceEnv: Record<string, string>;
+  /** Node flags for the service process, e.g. `--cpu-prof` (not allowed in NODE_OPTIONS). */
+  serviceNodeArgs: string[];
   /** capacity: connection counts held in turn (incrementally). */
   connections: number[];
   connectRate: number;
@@ -50,7 +52,8 @@ const HELP = `npm run bench -- [flags]
   --fanout-seconds N     fanout: measured seconds per mode (default 15)
   --window N             fanout: events in flight per channel (default 10)
   --churn-rate N         churn: connects/s (default 200)  --churn-seconds N (default 20)
-  --service-env K=V      extra environment for the service (repeatable)`;
+  --service-env K=V      extra environment for the service (repeatable)
+  --service-node-args S  node flags for the service, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"`;
 
 export function parseOptions(argv: string[]): Options {
   const quick = argv.includes('--quick');
@@ -64,6 +67,7 @@ export function parseOptions(argv: string[]): Options {
     apiKey: 'bench-publish-key',
     rabbitUrl: process.env.RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
     serviceEnv: {},
+    serviceNodeArgs: [],
     connections: quick ? [500] : [10_000, 19_000],
     connectRate: 1000,
     capacityChannels: quick ? 100 : 1000,
@@ -142,6 +146,9 @@ export function parseOptions(argv: string[]): Options {
         break;
       case '--churn-seconds':
         o.churnSeconds = num(flag, v);
+        break;
+      case '--service-node-args':
+        o.serviceNodeArgs = v.split(' ').filter(Boolean);
         break;
       case '--service-env': {
         const eq = v.indexOf('=');

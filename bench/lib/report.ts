@@ -140,8 +140,8 @@ export function tableRows(results: Results): TableRow[] {
         rows.push({
           scenario,
           figure: `${kind} FAILED`,
-          service: kind === 'service' ? String(err) : null,
-          baseline: kind === 'baseline' ? String(err) : null,
+          service: kind === 'service' ? String(err).slice(0, 60) : null,
+          baseline: kind === 'baseline' ? String(err).slice(0, 60) : null,
           ratio: null,
           target: '',
           pass: kind === 'service' ? false : null,

@@ -29,7 +29,8 @@ export async function capacity(ctx: Context, kind: HubKind): Promise<Figures> {
     const cpuAtIdle = cpuSeconds(hub.pid);
     for (const level of [...opts.connections].sort((a, b) => a - b)) {
       const cpu0 = cpuSeconds(hub.pid);
-      const r = await ctx.connect(all.slice(done, level), opts.connectRate);
+      // No retries: a refused connect is a capacity figure.
+      const r = await ctx.connect(all.slice(done, level), opts.connectRate, 0);
       f[`connect_cpu_ms_per_conn_at_${level}`] = ((cpuSeconds(hub.pid) - cpu0) * 1000) / (level - done);
       f[`connect_achieved_rate_at_${level}`] = (level - done) / r.seconds;
       done = level;

@@ -19,6 +19,7 @@ export async function fanout(ctx: Context, kind: HubKind, batch: boolean): Promi
   try {
     const conn = await ctx.connect(ctx.specs(opts.fanoutSubscribers, opts.fanoutChannels, [hub.port], batch), opts.connectRate);
     f.connect_failed = conn.failed;
+    f.connect_error_kinds = describeCounts(conn.errors);
     await sleep(opts.settleSeconds * 1000);
 
     // Warm-up (JIT, buffers), not measured.

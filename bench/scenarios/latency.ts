@@ -20,6 +20,7 @@ export async function latency(ctx: Context, kind: HubKind, instances = 1): Promi
     const ports = hubs.map((h) => h.port);
     const conn = await ctx.connect(ctx.specs(opts.latencySubscribers, opts.latencyChannels, ports), opts.connectRate);
     f.connect_failed = conn.failed;
+    f.connect_error_kinds = describeCounts(conn.errors);
     await sleep(opts.settleSeconds * 1000);
     await ctx.reset(true);
     const cpu0 = hubs.map((h) => cpuSeconds(h.pid));
