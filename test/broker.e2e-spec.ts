@@ -293,7 +293,7 @@ describe('RabbitMQ ingest: broker outages', () => {
     let c: TestClient | undefined;
     let pub: Publisher | undefined;
     try {
-      await withBrokerStopped(async () => {
+      const { downMs } = await withBrokerStopped(async () => {
         svc = await startService({ RABBITMQ_URL, RABBITMQ_EXCHANGE: ex });
         expect((await fetch(`${svc.url}/health/live`)).status).toBe(200);
         const ready = await fetch(`${svc.url}/health/ready`);
@@ -312,6 +312,7 @@ describe('RabbitMQ ingest: broker outages', () => {
       await until(c, 'api');
       expect(tags(c)).toEqual(['first', 'api']);
       expect(c.closed).toBeUndefined();
+      process.stdout.write(`broker down at start: down for ${downMs} ms\n`);
     } finally {
       c?.close();
       await pub?.close();

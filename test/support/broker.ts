@@ -161,11 +161,12 @@ export async function ensureBrokerRunning(): Promise<void> {
 /**
  * Stop the broker's application (`rabbitmqctl stop_app`), run `whileDown`, then start it again: always, even
  * when `whileDown` throws. The whole outage holds BROKER_LOCK; keep `whileDown` short (others share the broker).
- * Returns how long the broker was down (from stop_app to the end of start_app and await_startup).
+ * Returns how long the broker was down (from the end of stop_app to the end of start_app).
  */
 export async function withBrokerStopped<T>(whileDown: () => Promise<T>): Promise<{ result: T; downMs: number }> {
   const lock = await acquireBrokerLock();
   let downAt = 0;
+  let upAt = 0;
   let result: T;
   try {
     await rabbitmqctl('stop_app');
@@ -173,12 +174,14 @@ export async function withBrokerStopped<T>(whileDown: () => Promise<T>): Promise
     result = await whileDown();
   } finally {
     try {
-      await ensureBrokerRunning();
+      await rabbitmqctl('start_app');
+      upAt = Date.now();
+      await rabbitmqctl('await_startup');
     } finally {
       await lock.release();
     }
   }
-  return { result, downMs: Date.now() - downAt };
+  return { result, downMs: upAt - downAt };
 }
 
 export async function freePort(): Promise<number> {
