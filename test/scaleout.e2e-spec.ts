@@ -1,4 +1,8 @@
-import { Cluster, type Instance, type Publisher } from './support/cluster';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import amqp from 'amqplib';
+import WebSocket from 'ws';
+import { Cluster, RABBITMQ_URL, type Instance, type Publisher } from './support/cluster';
 import { mintToken } from './support/tokens';
 import { TestClient, type Frame } from './support/ws-client';
 
@@ -337,5 +341,224 @@ describe('scale-out and resume (three instances, one RabbitMQ stream)', () => {
     await publishAll(pub, channel, 107, 7, 8);
     expectExactlyOnceInOrder(await monB.collect(isEventOf(channel), 5), 3, 8);
     expect(monB.frames.some((f) => f.type === 'execution_status')).toBe(false);
+  });
+});
+
+/**
+ * Figures for docs/adr/0001 (prints, asserts nothing): SCALEOUT_MEASURE=1 npx jest --selectProjects e2e
+ * --runTestsByPath test/scaleout.e2e-spec.ts -t figures
+ */
+const measure = process.env.SCALEOUT_MEASURE === '1' ? describe : describe.skip;
+
+function quantiles(samples: number[]): string {
+  const s = [...samples].sort((x, y) => x - y);
+  const q = (p: number): string => (s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? NaN).toFixed(2);
+  return `n=${s.length} p50=${q(0.5)} p90=${q(0.9)} p99=${q(0.99)} max=${q(1)} ms`;
+}
+
+/** Publish→consume latency of bare amqplib through a stream or a classic queue bound to a topic exchange. */
+async function brokerLatency(kind: 'stream' | 'classic', mode: 'one-at-a-time' | 'burst', n: number): Promise<{ latency: number[]; confirm: number[] }> {
+  const exchange = `measure.${randomBytes(4).toString('hex')}`;
+  const queue = `${exchange}.${kind}`;
+  const cconn = await amqp.connect(RABBITMQ_URL, { noDelay: true });
+  const pconn = await amqp.connect(RABBITMQ_URL, { noDelay: true });
+  const latency: number[] = [];
+  const confirm: number[] = [];
+  try {
+    const cch = await cconn.createChannel();
+    await cch.assertExchange(exchange, 'topic', { durable: true });
+    await cch.assertQueue(queue, { durable: true, arguments: kind === 'stream' ? { 'x-queue-type': 'stream' } : {} });
+    await cch.bindQueue(queue, exchange, '#');
+    await cch.prefetch(1000);
+    const sentAt = new Map<number, number>();
+    let received = 0;
+    let wake: () => void = () => undefined;
+    await cch.consume(
+      queue,
+      (msg) => {
+        if (msg === null) return;
+        const i = Number(msg.content.toString());
+        latency.push(performance.now() - (sentAt.get(i) ?? NaN));
+        cch.ack(msg);
+        received++;
+        wake();
+      },
+      { noAck: false, arguments: kind === 'stream' ? { 'x-stream-offset': 'next' } : {} },
+    );
+    const pch = await pconn.createConfirmChannel();
+    const send = (i: number): Promise<void> =>
+      new Promise((resolve) => {
+        const t = performance.now();
+        sentAt.set(i, t);
+        pch.publish(exchange, 'execution.1', Buffer.from(String(i)), { persistent: true }, () => {
+          confirm.push(performance.now() - t);
+          resolve();
+        });
+      });
+    const receivedAll = (k: number): Promise<void> =>
+      new Promise((resolve) => {
+        wake = () => {
+          if (received >= k) resolve();
+        };
+        wake();
+      });
+    if (mode === 'one-at-a-time') {
+      for (let i = 0; i < n; i++) {
+        const confirmed = send(i);
+        await receivedAll(i + 1);
+        await confirmed;
+      }
+    } else {
+      const all: Promise<void>[] = [];
+      for (let i = 0; i < n; i++) {
+        all.push(send(i));
+        if (i % 500 === 499) await new Promise((resolve) => setImmediate(resolve));
+      }
+      await Promise.all(all);
+      await receivedAll(n);
+    }
+    await cch.deleteQueue(queue);
+    await cch.deleteExchange(exchange);
+  } finally {
+    await cconn.close();
+    await pconn.close();
+  }
+  return { latency, confirm };
+}
+
+measure('scale-out figures (SCALEOUT_MEASURE=1)', () => {
+  it('figures: publish→consume latency through a stream vs a classic queue (amqplib, same machine)', async () => {
+    for (const mode of ['one-at-a-time', 'burst'] as const) {
+      for (const kind of ['classic', 'stream'] as const) {
+        await brokerLatency(kind, mode, 200); // warm-up
+        const { latency, confirm } = await brokerLatency(kind, mode, mode === 'burst' ? 10_000 : 2000);
+        console.log(`[figures] amqplib ${kind} ${mode}: publish→consume ${quantiles(latency)}; publish→confirm ${quantiles(confirm)}`);
+      }
+    }
+  });
+
+  it('figures: start-up replay time of the stream, readiness wait, and resume latency', async () => {
+    const cluster = await Cluster.start(1, { LOG_LEVEL: 'info' });
+    try {
+      const pub = await cluster.publisher();
+      const startup = async (label: string): Promise<Instance> => {
+        const t0 = performance.now();
+        const inst = await cluster.add({ ready: false });
+        const listening = performance.now() - t0;
+        await inst.waitReady(300_000);
+        const ready = performance.now() - t0;
+        const caught = inst.logged('event stream caught up').pop();
+        console.log(
+          `[figures] start-up with ${label}: listening after ${listening.toFixed(0)} ms, ready after ${ready.toFixed(0)} ms, replay ${String(caught?.replayMs)} ms, rss ${rss(inst)} MiB`,
+        );
+        return inst;
+      };
+      await startup('an empty stream');
+      let published = 0;
+      for (const target of [10_000, 100_000]) {
+        // Every 5th event to execution.1 (the one resumed below), the others over 99 more executions.
+        while (published < target) {
+          const chunk = Math.min(5000, target - published);
+          const base = published;
+          const id = (i: number): number => ((base + i) % 5 === 0 ? 1 : 2 + ((base + i) % 99));
+          await pub.burst(
+            (i) => `execution.${id(i)}`,
+            chunk,
+            (i) => logEntry(id(i), base + i),
+          );
+          published += chunk;
+        }
+        const inst = await startup(`${target} events in the stream`);
+        if (target === 10_000) {
+          // Resume latency on this freshly replayed instance: connect with since → recovery frame → last missed event.
+          for (const missed of [0, 10, 100, 900]) {
+            const toRecovery: number[] = [];
+            const toLast: number[] = [];
+            for (let rep = 0; rep < 20; rep++) {
+              const probe = await open(inst, '/ws/execution/1');
+              const hello = await probe.next('connection');
+              probe.close();
+              const since = (hello.position as number) - 5 * missed;
+              const t0 = performance.now();
+              const r = await open(inst, '/ws/execution/1', since);
+              const recovery = await r.next('recovery');
+              toRecovery.push(performance.now() - t0);
+              if (recovery.recovered !== true) throw new Error(`recovery refused: ${JSON.stringify(recovery)}`);
+              if ((recovery.missed as number) > 0) await r.collect(isEventOf('execution.1'), recovery.missed as number);
+              toLast.push(performance.now() - t0);
+              r.close();
+            }
+            console.log(`[figures] resume with ${missed} missed events: to recovery frame ${quantiles(toRecovery)}; to last missed event ${quantiles(toLast)}`);
+          }
+        }
+        await inst.kill('SIGKILL');
+      }
+    } finally {
+      await cluster.cleanup();
+    }
+  });
+
+  it('figures: publish→WebSocket latency through two instances (50 clients spread over both)', async () => {
+    const cluster = await Cluster.start(2);
+    try {
+      const pub = await cluster.publisher();
+      const latency: number[] = [];
+      const sockets = await Promise.all(
+        range(0, 50).map(async (i) => {
+          const ws = new WebSocket(cluster.instances[i % 2].ws(`/ws/execution/200?token=${token}`));
+          // execution_status is sent once the socket has joined its channel.
+          const subscribed = new Promise((resolve) => {
+            ws.on('message', (data: Buffer) => {
+              const f = JSON.parse(data.toString('utf8')) as { type?: string; t?: number };
+              if (typeof f.t === 'number') latency.push(performance.now() - f.t);
+              else if (f.type === 'execution_status') resolve(undefined);
+            });
+          });
+          await subscribed;
+          return ws;
+        }),
+      );
+      for (let i = 0; i < 2000; i++) {
+        await pub.publish('execution.200', { type: 'log_entry', seq: i, t: performance.now() });
+        if (i % 10 === 9) await new Promise((resolve) => setTimeout(resolve, 2)); // ~2-3k events/s
+      }
+      const deadline = Date.now() + 10_000;
+      while (latency.length < 2000 * 50 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      console.log(`[figures] broker → 2 instances → 50 WebSocket clients: publish→receive ${quantiles(latency)} (${latency.length}/${2000 * 50} deliveries)`);
+      for (const ws of sockets) ws.close();
+    } finally {
+      await cluster.cleanup();
+    }
+  });
+});
+
+function rss(inst: Instance): string {
+  const pid = inst.proc?.pid;
+  if (pid === undefined) return '?';
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
+  return (kb / 1024).toFixed(0);
+}
+
+measure('scale-out figures (SCALEOUT_MEASURE=1), memory', () => {
+  it('figures: memory per idle connection on one instance', async () => {
+    const cluster = await Cluster.start(1);
+    const [a] = cluster.instances;
+    const sockets: TestClient[] = [];
+    try {
+      const before = Number(rss(a));
+      for (let batch = 0; batch < 20; batch++) {
+        const opened = await Promise.all(range(0, 100).map((i) => open(a, `/ws/execution/${1 + ((batch * 100 + i) % 500)}`)));
+        await Promise.all(opened.map((s) => s.next('execution_status')));
+        sockets.push(...opened);
+      }
+      const after = Number(rss(a));
+      console.log(
+        `[figures] ${sockets.length} idle sockets over 500 channels: RSS ${before} → ${after} MiB, ${(((after - before) * 1024) / sockets.length).toFixed(1)} KiB per connection`,
+      );
+    } finally {
+      for (const s of sockets) s.close();
+      await cluster.cleanup();
+    }
   });
 });

@@ -299,17 +299,22 @@ export class Publisher {
   }
 
   /**
-   * Publish `n` events as fast as the broker confirms them, respecting the socket's back-pressure;
-   * `onConfirmed(k)` is called with the number of events confirmed so far.
+   * Publish `n` events as fast as the broker confirms them, respecting the socket's back-pressure, to `channel` (or
+   * `channel(i)`); `onConfirmed(k)` is called with the number of events confirmed so far.
    */
-  async burst(channel: string, n: number, make: (i: number) => Record<string, unknown>, onConfirmed?: (confirmed: number) => void): Promise<void> {
+  async burst(
+    channel: string | ((i: number) => string),
+    n: number,
+    make: (i: number) => Record<string, unknown>,
+    onConfirmed?: (confirmed: number) => void,
+  ): Promise<void> {
     let confirmed = 0;
     const all: Promise<void>[] = [];
     for (let i = 0; i < n; i++) {
       let writable = true;
       all.push(
         new Promise<void>((resolve, reject) => {
-          writable = this.send(channel, make(i), (err) => {
+          writable = this.send(typeof channel === 'string' ? channel : channel(i), make(i), (err) => {
             if (err !== null && err !== undefined) return reject(nacked(err));
             onConfirmed?.(++confirmed);
             resolve();
