@@ -279,6 +279,33 @@ describe('RabbitMQ ingest: two instances', () => {
     const positions = clients.map((c) => events(c).map((f) => f.position));
     for (const p of positions) expect(p).toEqual(positions[0]);
   });
+  it('dead-letters a poison message once, not once per instance (one validator is active), and logs it once', async () => {
+    if (a === undefined || b === undefined) throw new Error('instances not started');
+    const messageId = id();
+    await pub.publish(ex, 'execution.42', Buffer.from('{"type": oops'), { messageId });
+    const { validate, dlq } = brokerObjects(ex);
+    await eventually(
+      'the validator queue to drain',
+      async () => {
+        const d = await queueDepth(validate);
+        return d !== undefined && d.ready === 0 && d.unacked === 0 ? d : undefined;
+      },
+      20_000,
+    );
+    const letters = await drainQueue(pub.ch, dlq);
+    expect(letters.map((m) => [String(m.properties.messageId), String(m.properties.headers?.['x-ansflow-dead-letter-reason'])])).toEqual([
+      [messageId, 'invalid_json'],
+    ]);
+    const counted = await Promise.all(
+      [a, b].map(async (s) =>
+        metric(await (await fetch(`${s.url}/metrics`)).text(), 'realtime_broker_messages_dead_lettered_total', { reason: 'invalid_json' }),
+      ),
+    );
+    expect((counted[0] ?? NaN) + (counted[1] ?? NaN)).toBe(1);
+    const logged = [...a.output, ...b.output].filter((l) => l.includes('dead-lettering a broker message'));
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toContain(messageId);
+  });
 });
 
 describe('RabbitMQ ingest: broker outages', () => {
