@@ -24,7 +24,7 @@ export class PipelineEndpoint implements EndpointDefinition {
     const raw = frame.events;
     // A wrong `events` falls through to the common handler, which answers invalid_frame as every other endpoint does.
     if (raw !== undefined && !(Array.isArray(raw) && raw.length <= 100 && raw.every((e) => typeof e === 'string'))) return false;
-    const events = (raw ?? []) as string[];
+    const events = (raw ?? []);
     // Today's pipeline page waits for `subscription_confirmed`; `subscribed` keeps the reply uniform across endpoints.
     conn.sendJson({ type: ServerFrameType.Subscribed, events, timestamp: now() });
     conn.sendJson({ type: ServerFrameType.SubscriptionConfirmed, pipeline_id: conn.ctx.id, events, timestamp: now() });
