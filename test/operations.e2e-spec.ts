@@ -247,7 +247,19 @@ describe('metrics (embedded mode)', () => {
     const c = await open(svc.ws('/ws/execution/42'));
     expect((await svc.publish({ channel: 'execution.42', event: { type: 'log_entry', message: 'x' } })).status).toBe(202);
     await c.next('log_entry');
-    const { code, lines } = await promtoolCheck(await metricsText(svc.url));
+    const text = await metricsText(svc.url);
+    // Bounded labels only: endpoint kinds and fixed reason lists, never an id or a user.
+    const ours = new Set<string>(Object.values(MetricName));
+    const labelProblems = samples(text)
+      .filter((x) => ours.has(x.name.replace(/_(bucket|sum|count)$/, '')) || ours.has(x.name))
+      .flatMap((x) => Object.entries(x.labels).map(([k, v]) => [x.name, k, v]))
+      .filter(
+        ([, k, v]) =>
+          !['endpoint', 'code', 'reason', 'limit', 'recovered', 'decision', 'source', 'status', 'le'].includes(k) ||
+          (k === 'endpoint' && !(ENDPOINT_KINDS as readonly string[]).includes(v)),
+      );
+    expect(labelProblems).toEqual([]);
+    const { code, lines } = await promtoolCheck(text);
     c.close();
     const problems = lines.filter((l) => !ACCEPTED_LINT.test(l));
     expect(problems).toEqual([]);
