@@ -357,7 +357,11 @@ function quantiles(samples: number[]): string {
 }
 
 /** Publish→consume latency of bare amqplib through a stream or a classic queue bound to a topic exchange. */
-async function brokerLatency(kind: 'stream' | 'classic', mode: 'one-at-a-time' | 'burst', n: number): Promise<{ latency: number[]; confirm: number[] }> {
+async function brokerLatency(
+  kind: 'stream' | 'classic' | 'exclusive',
+  mode: 'one-at-a-time' | 'burst',
+  n: number,
+): Promise<{ latency: number[]; confirm: number[] }> {
   const exchange = `measure.${randomBytes(4).toString('hex')}`;
   const queue = `${exchange}.${kind}`;
   const cconn = await amqp.connect(RABBITMQ_URL, { noDelay: true });
@@ -367,7 +371,11 @@ async function brokerLatency(kind: 'stream' | 'classic', mode: 'one-at-a-time' |
   try {
     const cch = await cconn.createChannel();
     await cch.assertExchange(exchange, 'topic', { durable: true });
-    await cch.assertQueue(queue, { durable: true, arguments: kind === 'stream' ? { 'x-queue-type': 'stream' } : {} });
+    // `exclusive`: what a per-instance fan-out queue would be (in memory, gone with its connection).
+    await cch.assertQueue(
+      queue,
+      kind === 'exclusive' ? { exclusive: true, durable: false } : { durable: true, arguments: kind === 'stream' ? { 'x-queue-type': 'stream' } : {} },
+    );
     await cch.bindQueue(queue, exchange, '#');
     await cch.prefetch(1000);
     const sentAt = new Map<number, number>();
@@ -429,10 +437,12 @@ async function brokerLatency(kind: 'stream' | 'classic', mode: 'one-at-a-time' |
 measure('scale-out figures (SCALEOUT_MEASURE=1)', () => {
   it('figures: publish→consume latency through a stream vs a classic queue (amqplib, same machine)', async () => {
     for (const mode of ['one-at-a-time', 'burst'] as const) {
-      for (const kind of ['classic', 'stream'] as const) {
+      for (const kind of ['exclusive', 'classic', 'stream'] as const) {
         await brokerLatency(kind, mode, 200); // warm-up
         const { latency, confirm } = await brokerLatency(kind, mode, mode === 'burst' ? 10_000 : 2000);
-        console.log(`[figures] amqplib ${kind} ${mode}: publish→consume ${quantiles(latency)}; publish→confirm ${quantiles(confirm)}`);
+        console.log(
+          `[figures] amqplib ${kind === 'classic' ? 'classic durable' : kind === 'exclusive' ? 'classic exclusive' : kind} ${mode}: publish→consume ${quantiles(latency)}; publish→confirm ${quantiles(confirm)}`,
+        );
       }
     }
   });
@@ -496,7 +506,7 @@ measure('scale-out figures (SCALEOUT_MEASURE=1)', () => {
     } finally {
       await cluster.cleanup();
     }
-  });
+  }, 600_000);
 
   it('figures: publish→WebSocket latency through two instances (50 clients spread over both)', async () => {
     const cluster = await Cluster.start(2);
@@ -542,7 +552,7 @@ function rss(inst: Instance): string {
 
 measure('scale-out figures (SCALEOUT_MEASURE=1), memory', () => {
   it('figures: memory per idle connection on one instance', async () => {
-    const cluster = await Cluster.start(1);
+    const cluster = await Cluster.start(1, { WS_MAX_CONNECTIONS_PER_USER: '5000' });
     const [a] = cluster.instances;
     const sockets: TestClient[] = [];
     try {
