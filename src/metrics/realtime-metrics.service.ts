@@ -9,6 +9,13 @@ export const DROP_REASONS = ['socket_not_writable', 'send_buffer_full', 'duplica
 export const DEAD_LETTER_REASONS = ['invalid_json', 'not_an_object', 'missing_type', 'unknown_channel', 'too_large'] as const;
 export const LIMIT_NAMES = ['connections', 'connections_per_user', 'connections_per_ip', 'frames_per_second', 'frame_size', 'monitor_subscriptions', 'auth_deadline', 'publish_body_size'] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
+/**
+ * The `code` label values of closed connections: the codes this service sends, 1005 (a client's close frame without
+ * a status) and 1006 (the connection dropped without a close frame). A client may close with any code from 1000 to
+ * 4999: those are counted as `other`, or each client could add series of its choosing.
+ */
+export const CLOSE_CODE_LABELS = [...Object.values(CloseCode).map(String), '1005', '1006', 'other'] as const;
+const KNOWN_CLOSE_CODES = new Set<string>(CLOSE_CODE_LABELS);
 
 /**
  * Every metric of the service. Labels are bounded: endpoint kinds, close codes, fixed reason lists; never ids.
@@ -58,7 +65,7 @@ export class RealtimeMetrics implements HubStats {
       this.bytesSent.inc({ endpoint }, 0);
       this.framesReceived.inc({ endpoint }, 0);
       this.latency.zero({ endpoint });
-      for (const code of Object.values(CloseCode)) this.closed.inc({ endpoint, code: String(code) }, 0);
+      for (const code of CLOSE_CODE_LABELS) this.closed.inc({ endpoint, code }, 0);
       for (const reason of AUTH_REASONS) this.authFailures.inc({ endpoint, reason }, 0);
       for (const reason of DROP_REASONS) this.dropped.inc({ endpoint, reason }, 0);
       for (const recovered of ['true', 'false']) this.recoveries.inc({ endpoint, recovered }, 0);
@@ -81,7 +88,7 @@ export class RealtimeMetrics implements HubStats {
   }
 
   connectionClosed(endpoint: EndpointKind, code: number, wasOpen: boolean): void {
-    this.closed.inc({ endpoint, code: String(code) });
+    this.closed.inc({ endpoint, code: KNOWN_CLOSE_CODES.has(String(code)) ? String(code) : 'other' });
     if (wasOpen) {
       this.connections.dec({ endpoint });
       this.legacyConnections.dec({ endpoint, status: 'active' });
