@@ -206,7 +206,9 @@ describe('metrics (embedded mode)', () => {
       expect(metric(text, MetricName.ConnectionsOpened, { endpoint })).toBe(0);
       expect(metric(text, `${MetricName.MessageLatency}_count`, { endpoint })).toBe(0);
       expect(metric(text, `${MetricName.MessageLatency}_bucket`, { endpoint, le: '+Inf' })).toBe(0);
-      for (const code of Object.values(CloseCode)) expect(metric(text, MetricName.ConnectionsClosed, { endpoint, code: String(code) })).toBe(0);
+      for (const code of [...Object.values(CloseCode).map(String), '1005', '1006', 'other']) {
+        expect(metric(text, MetricName.ConnectionsClosed, { endpoint, code })).toBe(0);
+      }
     }
     for (const reason of DEAD_LETTER_REASONS) expect(metric(text, MetricName.BrokerDeadLettered, { reason })).toBe(0);
     expect(metric(text, MetricName.BrokerConnected)).toBe(0);
@@ -240,6 +242,20 @@ describe('metrics (embedded mode)', () => {
     const t = await metricsText(svc.url);
     expect(metric(t, MetricName.ConnectionsOpened, { endpoint: 'execution' })).toBe(2);
     expect(metric(t, MetricName.ConnectionsClosed, { endpoint: 'execution', code: '1000' })).toBe(2);
+  });
+
+  it("counts a client's own close codes as 'other' (a client must not choose label values)", async () => {
+    const codes = [4999, 3123, 4321];
+    for (const code of codes) {
+      const c = await open(svc.ws('/ws/system'));
+      c.ws.close(code);
+      await c.closedWith();
+    }
+    const t = await eventually('three closes counted', async () => {
+      const text = await metricsText(svc.url);
+      return metric(text, MetricName.ConnectionsClosed, { endpoint: 'system', code: 'other' }) === 3 ? text : undefined;
+    });
+    expect(samples(t).filter((x) => x.name === MetricName.ConnectionsClosed && codes.map(String).includes(x.labels.code))).toEqual([]);
   });
 
   it('passes `promtool check metrics` (but for the accepted *_total gauge names)', async () => {
