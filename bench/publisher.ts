@@ -27,6 +27,8 @@ interface Run {
   total: number;
   nacked: number;
   confirms: Promise<void>[];
+  /** Why the run cannot be trusted (the channel closed under it, confirms never came). */
+  error?: string;
 }
 
 function newRun(channels: string[]): Run {
@@ -53,27 +55,46 @@ function publishNext(run: Run, channel: string): boolean {
   let flushed = true;
   run.confirms.push(
     new Promise<void>((resolve) => {
-      flushed = channelRef.publish(
-        exchange,
-        channel,
-        Buffer.from(body),
-        {
-          contentType: 'application/json',
-          headers: { 'x-published-at-ms': Math.floor(sentMs) },
-          timestamp: Math.floor(sentMs / 1000),
-        },
-        (err) => {
-          if (err) run.nacked++;
-          resolve();
-        },
-      );
+      try {
+        flushed = channelRef.publish(
+          exchange,
+          channel,
+          Buffer.from(body),
+          {
+            contentType: 'application/json',
+            headers: { 'x-published-at-ms': Math.floor(sentMs) },
+            timestamp: Math.floor(sentMs / 1000),
+          },
+          (err) => {
+            if (err) run.nacked++;
+            resolve();
+          },
+        );
+      } catch (err) {
+        // The channel closed under us (e.g. RabbitMQ restarted): this run's figures mean nothing.
+        run.error ??= err instanceof Error ? err.message : String(err);
+        run.nacked++;
+        resolve();
+      }
     }),
   );
   return flushed;
 }
 
+const CONFIRM_TIMEOUT_MS = 30_000;
+
 async function finish(run: Run, t0: number): Promise<void> {
-  await Promise.all(run.confirms);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(run.confirms),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        run.error ??= `no publisher confirms within ${CONFIRM_TIMEOUT_MS} ms`;
+        resolve();
+      }, CONFIRM_TIMEOUT_MS);
+    }),
+  ]);
+  clearTimeout(timer);
   const elapsedMs = nowMs() - t0;
   const reply: PublishResult = {
     ev: 'published',
@@ -82,13 +103,18 @@ async function finish(run: Run, t0: number): Promise<void> {
     nacked: run.nacked,
     elapsedMs,
     rate: (run.total * 1000) / elapsedMs,
+    error: run.error,
   };
   send(reply);
 }
 
 /** Waits for the socket to drain when amqplib says its buffer is full (publish returned false). */
 function drained(): Promise<void> {
-  return new Promise((resolve) => ch?.once('drain', resolve));
+  return new Promise((resolve) => {
+    if (!ch) return resolve();
+    ch.once('drain', resolve);
+    ch.once('close', resolve);
+  });
 }
 
 async function openLoop(cmd: Extract<PublisherCommand, { cmd: 'open-loop' }>): Promise<void> {

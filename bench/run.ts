@@ -12,7 +12,7 @@ import { Broker } from './lib/broker';
 import { Child } from './lib/children';
 import { Context, type Figures, type Publisher, type Worker } from './lib/context';
 import { Hub, type HubKind } from './lib/hubs';
-import { machineLoad } from './lib/proc';
+import { machineLoad, sleep } from './lib/proc';
 import type { PublisherCommand, PublisherReply, WorkerCommand, WorkerReply } from './lib/ipc';
 import { parseOptions, type Options } from './lib/options';
 import { renderTable, tableRows, type Results } from './lib/report';
@@ -93,6 +93,19 @@ async function cleanupBroker(conn: amqp.ChannelModel, runId: string, exchanges: 
   log(`broker: deleted ${queues.length} queue(s)/stream(s), ${names.size} exchange(s) of run ${runId}`);
 }
 
+/** Waits (up to a minute) until RabbitMQ accepts a connection again. */
+async function waitForBroker(broker: Broker): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    try {
+      await broker.connection();
+      return;
+    } catch {
+      await sleep(1000);
+    }
+  }
+}
+
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const started = Date.now();
@@ -144,14 +157,21 @@ async function main(): Promise<void> {
         const t0 = Date.now();
         const load = machineLoad();
         log(`${name} / ${kind} ... (load ${load.loadavg1}, cpu pressure ${load.cpu_pressure_avg10}%)`);
-        let figures: Figures;
-        try {
-          figures = await run(ctx, kind);
-        } catch (err) {
-          figures = { error: err instanceof Error ? err.message : String(err) };
-          // A failed scenario may leave sockets open: close them before the next one.
-          await ctx.closeAll().catch(() => undefined);
-          Hub.killAll();
+        let figures: Figures = {};
+        // A second attempt when the first failed: RabbitMQ may be restarted by other work on the machine.
+        for (let attempt = 1; attempt <= 2; attempt++) {
+          try {
+            figures = await run(ctx, kind);
+            if (attempt > 1) figures.attempts = attempt;
+            break;
+          } catch (err) {
+            figures = { error: err instanceof Error ? err.message : String(err) };
+            log(`${name} / ${kind} attempt ${attempt} failed: ${figures.error}`);
+            // A failed scenario may leave sockets open: close them before the next one.
+            await ctx.closeAll().catch(() => undefined);
+            Hub.killAll();
+            if (attempt === 1) await waitForBroker(broker);
+          }
         }
         figures.loadavg1_before = load.loadavg1;
         figures.cpu_pressure_before = load.cpu_pressure_avg10;

@@ -159,13 +159,20 @@ export class Context {
     this.publisher.send({ cmd: 'progress', min });
   }
 
-  openLoop(exchange: string, channels: string[], ratePerSec: number, durationMs: number): Promise<PublishResult> {
-    return this.publisher.call({ cmd: 'open-loop', exchange, channels, ratePerSec, durationMs }, 'published', durationMs + 120_000);
+  async openLoop(exchange: string, channels: string[], ratePerSec: number, durationMs: number): Promise<PublishResult> {
+    return checked(await this.publisher.call({ cmd: 'open-loop', exchange, channels, ratePerSec, durationMs }, 'published', durationMs + 120_000));
   }
 
-  closedLoop(exchange: string, channels: string[], window: number, durationMs: number): Promise<PublishResult> {
-    return this.publisher.call({ cmd: 'closed-loop', exchange, channels, window, durationMs }, 'published', durationMs + 120_000);
+  async closedLoop(exchange: string, channels: string[], window: number, durationMs: number): Promise<PublishResult> {
+    return checked(await this.publisher.call({ cmd: 'closed-loop', exchange, channels, window, durationMs }, 'published', durationMs + 120_000));
   }
+}
+
+/** A publish run that failed or published nothing (the broker went away) must not become figures. */
+function checked(r: PublishResult): PublishResult {
+  if (r.error !== undefined) throw new Error(`publisher: ${r.error}`);
+  if (r.total === 0) throw new Error('publisher: published nothing');
+  return r;
 }
 
 /** The merged delivery accounting of all workers. */

@@ -31,7 +31,7 @@ export async function churn(ctx: Context, kind: HubKind): Promise<Figures> {
     let missing = 0;
     let duplicates = 0;
     let reordered = 0;
-    let dropped: Record<string, number> = {};
+    const dropped: Record<string, number> = {};
     for (const half of [1, 2]) {
       await ctx.reset(false);
       const share = ctx.workers.map((_, i) => churnSpecs.filter((__, k) => k % ctx.workers.length === i));
@@ -63,7 +63,7 @@ export async function churn(ctx: Context, kind: HubKind): Promise<Figures> {
       missing += c.missing;
       duplicates += c.duplicates;
       reordered += c.reordered;
-      dropped = { ...dropped, ...c.unexpected };
+      addCounts(dropped, c.unexpected);
       await sleep(opts.settleSeconds * 1000);
       f[`rss_after_half_${half}_mb`] = rssKb(hub.pid) / 1024;
     }
