@@ -175,10 +175,13 @@ describe('limits', () => {
   });
 
   it('token expiry on an open socket: 4001 token_expired; a refresh of the same user keeps it; another user 4001 token_user_mismatch', async () => {
-    const expires = await TestClient.connect(svc.ws(`/ws/system?token=${mintToken({ userId: 1000, expiresIn: 1 })}`));
+    // Both first tokens expire at the same second, so once `expires` is closed the refreshed socket's first token
+    // has expired too.
+    const exp = Math.floor(Date.now() / 1000) + 2;
+    const expires = await TestClient.connect(svc.ws(`/ws/system?token=${mintToken({ userId: 1000, extra: { exp } })}`));
     open.push(expires);
     await expires.next('connection');
-    const refreshed = await TestClient.connect(svc.ws(`/ws/system?token=${mintToken({ userId: 1001, expiresIn: 1 })}`));
+    const refreshed = await TestClient.connect(svc.ws(`/ws/system?token=${mintToken({ userId: 1001, extra: { exp } })}`));
     open.push(refreshed);
     await refreshed.next('connection');
     refreshed.send({ type: 'auth', token: mintToken({ userId: 1001, expiresIn: 60 }) });
