@@ -89,4 +89,21 @@ describe('Hub', () => {
     h.publish('user.3', { type: 'system_notification', level: 'info', title: 't', message: 'm' });
     expect(s.parsed()[0]).toMatchObject({ level: 'info', data: { level: 'info', title: 't', message: 'm' } });
   });
+
+  it('waitForPosition resolves once an event at that position has passed, or at the deadline', async () => {
+    const h = hub();
+    const first = h.publish('system', { type: 'a' });
+    const target = (first?.position ?? 0) + 2;
+    let done = false;
+    const waiting = h.waitForPosition(target, 5000).then(() => (done = true));
+    h.publish('system', { type: 'b' });
+    await Promise.resolve();
+    expect(done).toBe(false);
+    h.publish('system', { type: 'c' });
+    await waiting;
+    expect(done).toBe(true);
+    const start = Date.now();
+    await h.waitForPosition(target + 100, 50);
+    expect(Date.now() - start).toBeGreaterThanOrEqual(40);
+  });
 });
