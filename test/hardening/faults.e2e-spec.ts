@@ -83,7 +83,8 @@ describe('faults', () => {
         pingAt = performance.now();
         probe.send({ type: 'ping' });
         try {
-          await probe.next('pong', 10_000);
+          // Answered, however late: the bound only catches a service that stopped answering.
+          await probe.next('pong', 30_000);
           rtts.push(performance.now() - pingAt);
         } catch {
           unanswered++;
@@ -134,7 +135,10 @@ describe('faults', () => {
         ].join('\n'),
       );
       expect(unanswered).toBe(0);
-      expect(after.rss).toBeLessThan(idle.rss + 150);
+      // A leak of per-connection objects shows in the JS heap: 10,000 sockets × even 3 KiB left behind is 30 MiB.
+      expect(after.heap).toBeLessThan(idle.heap + 30);
+      // RSS does not always shrink back (the allocator keeps freed pages): a generous bound, for native leaks.
+      expect(after.rss).toBeLessThan(idle.rss + 250);
     } finally {
       probing = false;
       await Promise.all(workers.map((w) => w.exit()));
