@@ -13,8 +13,9 @@ interface CachedDecision {
 /**
  * Decides whether a principal may read a channel. `AUTHZ_MODE=token`: any authenticated user (or anonymous
  * socket when AUTH_REQUIRED=false) may read any channel but another user's `user.{id}`. `AUTHZ_MODE=django`:
- * Django answers `GET {AUTHZ_DJANGO_URL}?channel=...` with `{"allow": bool}`, called with the user's token; answers
- * are cached per user and channel (separate TTLs for allow and deny); an unreachable Django means deny unless
+ * Django answers `GET {AUTHZ_DJANGO_URL}?channel=...` with `{"allow": bool, "ttl": seconds}` for every channel but the
+ * user's own (so its policy can restrict `monitor` and `system` too), called with the user's token; answers are cached
+ * per user and channel for min(Django's ttl, our TTL for allow or deny); an unreachable Django means deny unless
  * AUTHZ_FAIL_OPEN=true.
  */
 @Injectable()
@@ -36,7 +37,7 @@ export class ChannelAuthorizer {
       this.metrics.authz.inc({ decision: allow ? 'allow' : 'deny', source: 'token' });
       return allow;
     }
-    if (this.config.AUTHZ_MODE === 'token' || principal === undefined || channel === 'system' || channel === 'monitor') {
+    if (this.config.AUTHZ_MODE === 'token' || principal === undefined) {
       // Anonymous sockets exist only with AUTH_REQUIRED=false, which means "no per-user checks" for them.
       this.metrics.authz.inc({ decision: 'allow', source: 'token' });
       return true;
@@ -64,13 +65,18 @@ export class ChannelAuthorizer {
         signal: AbortSignal.timeout(this.config.AUTHZ_TIMEOUT_MS),
       });
       let allow = false;
+      let djangoTtl: number | undefined;
       if (res.ok) {
         const body: unknown = await res.json();
-        allow = typeof body === 'object' && body !== null && (body as { allow?: unknown }).allow === true;
+        const answer = typeof body === 'object' && body !== null ? (body as { allow?: unknown; ttl?: unknown }) : {};
+        allow = answer.allow === true;
+        if (typeof answer.ttl === 'number' && Number.isFinite(answer.ttl) && answer.ttl >= 0) djangoTtl = answer.ttl;
       } else if (res.status >= 500) {
         throw new Error(`Django answered ${res.status}`);
       }
-      const ttl = (allow ? this.config.AUTHZ_ALLOW_TTL_SECONDS : this.config.AUTHZ_DENY_TTL_SECONDS) * 1000;
+      // Django may shorten the cache (e.g. for a membership about to change), never lengthen it past our bound.
+      const bound = allow ? this.config.AUTHZ_ALLOW_TTL_SECONDS : this.config.AUTHZ_DENY_TTL_SECONDS;
+      const ttl = Math.min(bound, djangoTtl ?? bound) * 1000;
       this.remember(key, allow, ttl);
       this.metrics.authz.inc({ decision: allow ? 'allow' : 'deny', source: 'django' });
       this.logger.info({ user: principal.userId, channel, allow, status: res.status }, 'channel authorization');
