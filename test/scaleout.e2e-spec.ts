@@ -246,6 +246,26 @@ describe('scale-out and resume (three instances, one RabbitMQ stream)', () => {
     expect(positionsOf(replayed)).toEqual(positionsOf(eventsOf(witness, channel)).slice(3));
   });
 
+  it('after a restart whose replay window is quiet, knows where the stream stands: a resume at the tail is complete', async () => {
+    const channel = 'execution.110';
+    const quiet = await cluster.add({ env: { HISTORY_TTL_SECONDS: '1' } });
+    const before = track(await open(quiet, '/ws/execution/110'));
+    await before.next('execution_status');
+    await publishAll(pub, channel, 110, 0, 3);
+    const seen = await before.collect(isEventOf(channel), 3);
+    const last = lastPosition(before, channel);
+    // Let the events fall out of the 1 s replay window, then restart: the instance reads no event at start.
+    await new Promise((r) => setTimeout(r, 1500));
+    await quiet.restart('SIGTERM');
+    await quiet.waitReady();
+    const atTail = track(await open(quiet, '/ws/execution/110', last));
+    expect(await atTail.next()).toMatchObject({ type: 'connection', position: last });
+    expect(await atTail.next()).toMatchObject({ type: 'recovery', recovered: true, since: last, missed: 0 });
+    const older = track(await open(quiet, '/ws/execution/110', seen[0].position as number));
+    await older.next('connection');
+    expect(await older.next()).toMatchObject({ type: 'recovery', recovered: false });
+  });
+
   it('delivers events published while an instance was down to a client that resumes on it after its restart', async () => {
     const channel = 'execution.106';
     const onC = track(await open(c, '/ws/execution/106'));

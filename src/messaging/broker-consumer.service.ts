@@ -39,6 +39,9 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private validateTag: string | undefined;
   private readonly inflight = new Set<Promise<unknown>>();
   private stopping = false;
+  /** The stream's last offset when this instance first subscribed (undefined: empty stream, or not probed yet). */
+  private tail: number | undefined;
+  private probed = false;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -109,6 +112,10 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       this.nextOffset !== undefined
         ? this.nextOffset
         : { '!': 'timestamp', value: Math.floor((Date.now() - this.config.HISTORY_TTL_SECONDS * 1000) / 1000) };
+    if (this.nextOffset === undefined && !this.probed) {
+      this.tail = await this.probeTail(ch, stream);
+      this.probed = true;
+    }
     this.subscribedAtMs = Date.now();
     this.lastMessageAtMs = this.subscribedAtMs;
     this.state.brokerCaughtUp = false;
@@ -189,8 +196,45 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.caughtUpTimer.unref();
   }
 
+  /**
+   * The offset of the newest event in the stream, read with a short-lived consumer at offset `last` (it gets the
+   * last chunk). It tells a freshly started instance where the stream stands when its replay window holds no event:
+   * without it, every resume would be answered `recovered:false` until the next event, although nothing was missed.
+   */
+  private async probeTail(ch: ConfirmChannel, stream: string): Promise<number | undefined> {
+    let tail: number | undefined;
+    let settle: NodeJS.Timeout | undefined;
+    const done = new Promise<void>((resolve) => {
+      const timeout = setTimeout(resolve, 500);
+      settle = timeout;
+      void ch
+        .consume(
+          stream,
+          (msg) => {
+            if (msg === null) return;
+            const offset = Number(msg.properties.headers?.['x-stream-offset']);
+            if (Number.isSafeInteger(offset) && (tail === undefined || offset > tail)) tail = offset;
+            ch.ack(msg);
+            // The last chunk arrives in one go: settle shortly after its first message.
+            clearTimeout(settle);
+            settle = setTimeout(resolve, 30);
+          },
+          { noAck: false, arguments: { 'x-stream-offset': 'last' } },
+        )
+        .then(({ consumerTag }) => done.finally(() => ch.cancel(consumerTag).catch(() => undefined)));
+    });
+    await done;
+    clearTimeout(settle);
+    return tail;
+  }
+
   private caughtUp(): void {
     if (this.state.brokerCaughtUp) return;
+    if (this.nextOffset === undefined && this.tail !== undefined) {
+      // The replay window was quiet: every event up to the tail is older than the window, and every later one
+      // reaches this instance from now on.
+      this.hub.useExternalPositions(this.tail);
+    }
     this.state.brokerCaughtUp = true;
     this.logger.info({ position: this.hub.latestPosition, replayMs: Date.now() - this.subscribedAtMs }, 'event stream caught up');
   }
