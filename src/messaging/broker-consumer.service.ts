@@ -30,6 +30,14 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private channel: ChannelWrapper | undefined;
   /** The amqplib channel of the current connection (replaced on every reconnect). */
   private current: ConfirmChannel | undefined;
+  /** The validator has its own channel: the stream's acknowledgements are batched with `multiple`, which must not
+   * cover a validator delivery whose dead letter is not confirmed yet. */
+  private validatorChannel: ChannelWrapper | undefined;
+  private validatorCurrent: ConfirmChannel | undefined;
+  /** The last stream delivery not yet acknowledged, and how many are pending: acks go once per event-loop turn. */
+  private ackPending: { ch: ConfirmChannel; msg: ConsumeMessage } | undefined;
+  private unacked = 0;
+  private ackScheduled = false;
   /** The next stream offset to process; undefined until the first message (then resume from here). */
   private nextOffset: number | undefined;
   private subscribedAtMs = 0;
@@ -71,41 +79,38 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     // Not awaited: the HTTP port and the sockets must not wait for the broker.
     this.channel = manager.createChannel({ confirm: true, setup: (ch: ConfirmChannel) => this.setup(ch) });
     this.channel.on('error', (err: Error) => this.logger.error({ err: err.message }, 'broker channel error'));
+    this.validatorChannel = manager.createChannel({ confirm: true, setup: (ch: ConfirmChannel) => this.setupValidator(ch) });
+    this.validatorChannel.on('error', (err: Error) => this.logger.error({ err: err.message }, 'broker validator channel error'));
   }
 
   /** Stop consuming and wait for in-flight dead-letter publications (shutdown). */
   async stop(): Promise<void> {
     this.stopping = true;
-    const ch = this.current;
     try {
-      if (ch !== undefined && this.streamTag !== undefined) await ch.cancel(this.streamTag);
-      if (ch !== undefined && this.validateTag !== undefined) await ch.cancel(this.validateTag);
+      if (this.current !== undefined && this.streamTag !== undefined) await this.current.cancel(this.streamTag);
+      if (this.validatorCurrent !== undefined && this.validateTag !== undefined) await this.validatorCurrent.cancel(this.validateTag);
     } catch {
       // The channel is already gone (broker down): nothing more will be delivered.
     }
+    this.flushAcks();
     await Promise.allSettled([...this.inflight]);
     await this.channel?.close().catch(() => undefined);
+    await this.validatorChannel?.close().catch(() => undefined);
   }
 
   private async setup(ch: ConfirmChannel): Promise<void> {
     if (this.stopping) return;
     this.current = ch;
-    const { stream, validate, dlx, dlq } = this.names;
+    this.ackPending = undefined;
+    this.unacked = 0;
+    const { stream } = this.names;
     const exchange = this.config.RABBITMQ_EXCHANGE;
     await ch.assertExchange(exchange, 'topic', { durable: true });
-    await ch.assertExchange(dlx, 'topic', { durable: true });
-    await ch.assertQueue(dlq, { durable: true });
-    await ch.bindQueue(dlq, dlx, '#');
     await ch.assertQueue(stream, {
       durable: true,
       arguments: { 'x-queue-type': 'stream', 'x-max-age': this.config.STREAM_MAX_AGE, 'x-max-length-bytes': this.config.STREAM_MAX_BYTES },
     });
     await ch.bindQueue(stream, exchange, '#');
-    await ch.assertQueue(validate, {
-      durable: true,
-      arguments: { 'x-single-active-consumer': true, 'x-max-length': 100_000, 'x-overflow': 'drop-head' },
-    });
-    await ch.bindQueue(validate, exchange, '#');
     // Stream consumers need a prefetch (it is their credit) and acknowledgements.
     await ch.prefetch(this.config.RABBITMQ_PREFETCH);
     const offset =
@@ -122,9 +127,56 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.watchCatchUp();
     const s = await ch.consume(stream, (msg) => this.onStreamMessage(ch, msg), { noAck: false, arguments: { 'x-stream-offset': offset } });
     this.streamTag = s.consumerTag;
+    this.logger.info({ stream, from: this.nextOffset ?? `${this.config.HISTORY_TTL_SECONDS}s ago` }, 'consuming the event stream');
+  }
+
+  /** The dead-lettering validator: a classic queue with single-active-consumer, on its own channel. */
+  private async setupValidator(ch: ConfirmChannel): Promise<void> {
+    if (this.stopping) return;
+    this.validatorCurrent = ch;
+    const { validate, dlx, dlq } = this.names;
+    const exchange = this.config.RABBITMQ_EXCHANGE;
+    await ch.assertExchange(exchange, 'topic', { durable: true });
+    await ch.assertExchange(dlx, 'topic', { durable: true });
+    await ch.assertQueue(dlq, { durable: true });
+    await ch.bindQueue(dlq, dlx, '#');
+    await ch.assertQueue(validate, {
+      durable: true,
+      arguments: { 'x-single-active-consumer': true, 'x-max-length': 100_000, 'x-overflow': 'drop-head' },
+    });
+    await ch.bindQueue(validate, exchange, '#');
+    await ch.prefetch(200);
     const v = await ch.consume(validate, (msg) => this.onValidateMessage(ch, msg), { noAck: false });
     this.validateTag = v.consumerTag;
-    this.logger.info({ stream, from: this.nextOffset ?? `${this.config.HISTORY_TTL_SECONDS}s ago` }, 'consuming the event stream');
+  }
+
+  /** Acknowledge stream deliveries once per event-loop turn (or every quarter of the prefetch), with `multiple`. */
+  private ackLater(ch: ConfirmChannel, msg: ConsumeMessage): void {
+    this.ackPending = { ch, msg };
+    if (++this.unacked >= Math.max(1, this.config.RABBITMQ_PREFETCH >> 2)) {
+      this.flushAcks();
+      return;
+    }
+    if (!this.ackScheduled) {
+      this.ackScheduled = true;
+      setImmediate(() => {
+        this.ackScheduled = false;
+        this.flushAcks();
+      });
+    }
+  }
+
+  private flushAcks(): void {
+    const pending = this.ackPending;
+    this.ackPending = undefined;
+    this.unacked = 0;
+    // A delivery of a channel that has since been replaced needs no ack: the broker forgot it with the channel.
+    if (pending === undefined || pending.ch !== this.current) return;
+    try {
+      pending.ch.ack(pending.msg, true);
+    } catch (err) {
+      this.logger.debug({ err: err instanceof Error ? err.message : String(err) }, 'stream ack failed (channel closing)');
+    }
   }
 
   private onStreamMessage(ch: ConfirmChannel, msg: ConsumeMessage | null): void {
@@ -158,7 +210,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     } catch (err) {
       this.logger.error({ err }, 'stream message handling failed');
     } finally {
-      ch.ack(msg);
+      this.ackLater(ch, msg);
     }
   }
 
