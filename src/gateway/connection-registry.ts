@@ -74,7 +74,7 @@ export class ConnectionRegistry implements OnModuleDestroy {
     this.byKind.set(conn.kind, (this.byKind.get(conn.kind) ?? 1) - 1);
     bump(this.byIp, conn.ctx.ip, -1);
     if (conn.countedUser !== undefined) bump(this.byUser, conn.countedUser, -1);
-    this.metrics.connectionClosed(conn.kind, code, true);
+    this.metrics.connectionClosed(conn.kind, code);
   }
 
   private sweep(): void {

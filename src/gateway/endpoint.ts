@@ -23,6 +23,8 @@ export interface EndpointDefinition {
   handleFrame?(conn: ClientConnection, frame: ClientFrame): boolean | Promise<boolean>;
   /** Extra fields of the `subscribed` reply (e.g. `execution_id` on execution sockets). */
   subscribedExtras?(conn: ClientConnection): Record<string, unknown>;
+  /** Frames to send after the `subscribed` reply (the pipeline endpoint's `subscription_confirmed`). */
+  afterSubscribed?(conn: ClientConnection, events: string[]): void;
 }
 
 /** ISO 8601 UTC with `Z`. */

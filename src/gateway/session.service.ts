@@ -75,10 +75,7 @@ export class SessionService {
     if (conn.state !== 'open') return { status: 'closed' };
     before();
     if (conn.channels.has(channel)) return { status: 'ok', recovered: undefined };
-    const result = this.hub.subscribe(conn, [channel], since, (recovered, missed) => this.sendRecovery(conn, since, recovered, missed));
-    conn.channels.add(channel);
-    this.metrics.subscribedChannels.set(this.hub.channelCount);
-    return { status: 'ok', recovered: result.recovered };
+    return { status: 'ok', recovered: this.join(conn, [channel], since) };
   }
 
   unfollow(conn: ClientConnection, channel: string): void {
@@ -117,15 +114,21 @@ export class SessionService {
         endpoint.greet(conn);
         const userChannel = principal === undefined ? undefined : `user.${principal.userId}`;
         if (userChannel !== undefined && isChannel(userChannel)) channels.push(userChannel);
-        const result = this.hub.subscribe(conn, channels, since, (recovered, missed) => this.sendRecovery(conn, since, recovered, missed));
-        for (const c of channels) conn.channels.add(c);
-        this.metrics.subscribedChannels.set(this.hub.channelCount);
-        endpoint.afterSubscribe?.(conn, result.recovered);
+        const recovered = this.join(conn, channels, since);
+        endpoint.afterSubscribe?.(conn, recovered);
       } catch (err) {
         this.logger.error({ err }, 'activating a socket failed');
         conn.close(CloseCode.InternalError, CloseReason.InternalError);
       }
     });
+  }
+
+  /** Subscribe `conn` to `channels` in the hub (replaying after `since`); returns whether the recovery was complete. */
+  private join(conn: ClientConnection, channels: string[], since: number | undefined): boolean | undefined {
+    const result = this.hub.subscribe(conn, channels, since, (recovered, missed) => this.sendRecovery(conn, since, recovered, missed));
+    for (const c of channels) conn.channels.add(c);
+    this.metrics.subscribedChannels.set(this.hub.channelCount);
+    return result.recovered;
   }
 
   private async authorizeAll(conn: ClientConnection, channels: string[]): Promise<boolean> {
@@ -202,8 +205,13 @@ export class SessionService {
         this.sendError(conn, ErrorCode.InvalidFrame, '"events" must be a list of at most 100 strings');
         return;
       }
-      const type = frame.type === ClientFrameType.Subscribe ? ServerFrameType.Subscribed : ServerFrameType.Unsubscribed;
-      conn.sendJson({ type, events: events ?? [], ...endpoint.subscribedExtras?.(conn), timestamp: now() });
+      const echoed = (events ?? []);
+      if (frame.type === ClientFrameType.Unsubscribe) {
+        conn.sendJson({ type: ServerFrameType.Unsubscribed, events: echoed, ...endpoint.subscribedExtras?.(conn), timestamp: now() });
+        return;
+      }
+      conn.sendJson({ type: ServerFrameType.Subscribed, events: echoed, ...endpoint.subscribedExtras?.(conn), timestamp: now() });
+      endpoint.afterSubscribed?.(conn, echoed);
       return;
     }
     this.sendError(conn, ErrorCode.UnknownType, `Unknown frame type "${frame.type.slice(0, 64)}"`);

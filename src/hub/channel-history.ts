@@ -57,10 +57,6 @@ export class ChannelHistory {
     return this.lastPosition;
   }
 
-  get channelCount(): number {
-    return this.logs.size;
-  }
-
   append(event: HubEvent): void {
     if (event.position > this.lastPosition) this.lastPosition = event.position;
     if (this.options.size === 0) return;

@@ -53,10 +53,6 @@ export class ExecutionSnapshots {
     return this.byId.get(id) ?? { ...empty(id), timestamp: new Date().toISOString() };
   }
 
-  get size(): number {
-    return this.byId.size;
-  }
-
   private touch(id: number): ExecutionSnapshot {
     let snap = this.byId.get(id);
     if (snap === undefined) {

@@ -1,4 +1,4 @@
-import { type EndpointKind } from '../metrics/metric-names';
+import { ENDPOINT_KINDS, type EndpointKind } from '../metrics/metric-names';
 import { ChannelHistory, type HistoryOptions } from './channel-history';
 import { ExecutionSnapshots } from './execution-snapshots';
 import { KnownEventType } from './frame-types';
@@ -67,6 +67,8 @@ export class Hub {
   private lastEventAtMs: number | undefined;
   private published = 0;
   private readonly positionWaiters = new Set<{ position: number; done: () => void }>();
+  private readonly okTally = zeroTally();
+  private readonly failedTally = zeroTally();
 
   constructor(
     private readonly options: HubOptions,
@@ -245,20 +247,30 @@ export class Hub {
     this.writeAll(ch.batched, frame, events.length, events[0].publishedAtMs);
   }
 
-  /** The hot loop: one prepared frame to every subscriber; counters are aggregated per endpoint kind. */
+  /**
+   * The hot loop: one prepared frame to every subscriber. Counters are tallied per endpoint kind in two reused
+   * records (no allocation per fan-out) and reported once per kind afterwards.
+   */
   private writeAll(subs: Set<Subscriber>, frame: Buffer, events: number, publishedAtMs: number | undefined): void {
-    const ok = new Map<EndpointKind, number>();
-    const failed = new Map<EndpointKind, number>();
+    const ok = this.okTally;
+    const failed = this.failedTally;
     for (const sub of subs) {
-      const tally = sub.write(frame, events) ? ok : failed;
-      tally.set(sub.kind, (tally.get(sub.kind) ?? 0) + 1);
+      if (sub.write(frame, events)) ok[sub.kind]++;
+      else failed[sub.kind]++;
     }
     const seconds = publishedAtMs === undefined ? undefined : Math.max(0, Date.now() - publishedAtMs) / 1000;
-    for (const [kind, n] of ok) {
-      this.stats.delivered(kind, n, n * events, n * frame.length);
-      if (seconds !== undefined) this.stats.observeLatency(kind, seconds);
+    for (const kind of ENDPOINT_KINDS) {
+      const n = ok[kind];
+      if (n > 0) {
+        this.stats.delivered(kind, n, n * events, n * frame.length);
+        if (seconds !== undefined) this.stats.observeLatency(kind, seconds);
+        ok[kind] = 0;
+      }
+      if (failed[kind] > 0) {
+        this.stats.droppedEvents(kind, 'socket_not_writable', failed[kind] * events);
+        failed[kind] = 0;
+      }
     }
-    for (const [kind, n] of failed) this.stats.droppedEvents(kind, 'socket_not_writable', n * events);
   }
 
   private rememberId(id: string): boolean {
@@ -271,4 +283,8 @@ export class Hub {
     }
     return true;
   }
+}
+
+function zeroTally(): Record<EndpointKind, number> {
+  return { monitor: 0, execution: 0, pipeline: 0, project: 0, system: 0 };
 }

@@ -87,12 +87,10 @@ export class RealtimeMetrics implements HubStats {
     this.legacyConnections.inc({ endpoint, status: 'active' });
   }
 
-  connectionClosed(endpoint: EndpointKind, code: number, wasOpen: boolean): void {
+  connectionClosed(endpoint: EndpointKind, code: number): void {
     this.closed.inc({ endpoint, code: KNOWN_CLOSE_CODES.has(String(code)) ? String(code) : 'other' });
-    if (wasOpen) {
-      this.connections.dec({ endpoint });
-      this.legacyConnections.dec({ endpoint, status: 'active' });
-    }
+    this.connections.dec({ endpoint });
+    this.legacyConnections.dec({ endpoint, status: 'active' });
   }
 
   delivered(endpoint: EndpointKind, frames: number, events: number, bytes: number): void {

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { ClientConnection } from '../gateway/client-connection';
-import { connectionFrame, now, type ClientFrame, type EndpointDefinition } from '../gateway/endpoint';
+import { connectionFrame, now, type EndpointDefinition } from '../gateway/endpoint';
 import { ServerFrameType } from '../hub/frame-types';
 import { Hub } from '../hub/hub';
 
@@ -19,15 +19,9 @@ export class PipelineEndpoint implements EndpointDefinition {
     conn.sendJson(connectionFrame(conn, `Connected to pipeline ${conn.ctx.id ?? 0}`, this.hub.latestPosition, { pipeline_id: conn.ctx.id }));
   }
 
-  handleFrame(conn: ClientConnection, frame: ClientFrame): boolean {
-    if (frame.type !== 'subscribe') return false;
-    const raw = frame.events;
-    // A wrong `events` falls through to the common handler, which answers invalid_frame as every other endpoint does.
-    if (raw !== undefined && !(Array.isArray(raw) && raw.length <= 100 && raw.every((e) => typeof e === 'string'))) return false;
-    const events = (raw ?? []);
-    // Today's pipeline page waits for `subscription_confirmed`; `subscribed` keeps the reply uniform across endpoints.
-    conn.sendJson({ type: ServerFrameType.Subscribed, events, timestamp: now() });
+  afterSubscribed(conn: ClientConnection, events: string[]): void {
+    // Today's pipeline page waits for `subscription_confirmed` after `subscribed`.
     conn.sendJson({ type: ServerFrameType.SubscriptionConfirmed, pipeline_id: conn.ctx.id, events, timestamp: now() });
-    return true;
   }
+
 }
