@@ -45,7 +45,7 @@ export async function bootstrap(env: NodeJS.ProcessEnv = process.env): Promise<R
   const config = loadConfig(env, packageVersion());
   const logger = createLogger(config.LOG_LEVEL, config.SERVICE_NAME);
   if (config.jwtKeyGenerated) {
-    logger.warn('DJANGO_SECRET_KEY is not set: using a random key, so no token will verify (set it to Django\'s SECRET_KEY)');
+    logger.warn("DJANGO_SECRET_KEY is not set: using a random key, so no token will verify (set it to Django's SECRET_KEY)");
   }
   // prom-client's registry is process-wide: a test that starts the app twice must not register metrics twice.
   register.clear();
@@ -74,7 +74,10 @@ export async function bootstrap(env: NodeJS.ProcessEnv = process.env): Promise<R
   const address = app.getHttpServer().address() as AddressInfo;
   const port = address.port;
   const url = `http://${config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST}:${port}`;
-  logger.info({ port, host: config.HOST, broker: config.RABBITMQ_URL !== undefined, authRequired: config.AUTH_REQUIRED, authz: config.AUTHZ_MODE }, 'ansflow-realtime listening');
+  logger.info(
+    { port, host: config.HOST, broker: config.RABBITMQ_URL !== undefined, authRequired: config.AUTH_REQUIRED, authz: config.AUTHZ_MODE },
+    'ansflow-realtime listening',
+  );
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = (): Promise<void> => {

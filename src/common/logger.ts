@@ -11,7 +11,15 @@ export function createLogger(level: string, service: string): Logger {
     base: { service },
     timestamp: pino.stdTimeFunctions.isoTime,
     redact: {
-      paths: ['token', '*.token', 'authorization', '*.authorization', 'headers.authorization', 'req.headers.authorization', '*.headers["sec-websocket-protocol"]'],
+      paths: [
+        'token',
+        '*.token',
+        'authorization',
+        '*.authorization',
+        'headers.authorization',
+        'req.headers.authorization',
+        '*.headers["sec-websocket-protocol"]',
+      ],
       censor: '[redacted]',
     },
     formatters: { level: (label) => ({ level: label }) },

@@ -1,9 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 
-const bool = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'must be true or false' })
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'must be true or false' }).transform((v) => v === 'true' || v === '1' || v === 'yes');
 const int = (min: number) => z.coerce.number().int().min(min);
 const optionalString = z
   .string()
@@ -141,7 +139,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, version = '0.0.
     allowedOrigins:
       ALLOWED_ORIGINS === undefined || ALLOWED_ORIGINS.trim() === '*'
         ? undefined
-        : new Set(ALLOWED_ORIGINS.split(',').map((o) => o.trim()).filter((o) => o !== '')),
+        : new Set(
+            ALLOWED_ORIGINS.split(',')
+              .map((o) => o.trim())
+              .filter((o) => o !== ''),
+          ),
     version,
   };
 }

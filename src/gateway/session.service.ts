@@ -103,24 +103,26 @@ export class SessionService {
     const since = conn.ctx.since;
     const resumable = (allowed: boolean): Promise<boolean> =>
       allowed && since !== undefined ? this.hub.waitForPosition(since, RESUME_CATCH_UP_MS).then(() => allowed) : Promise.resolve(allowed);
-    void this.authorizeAll(conn, channels).then(resumable).then((allowed) => {
-      try {
-        if (conn.state === 'closed') return;
-        if (!allowed) {
-          conn.close(CloseCode.Forbidden, CloseReason.Forbidden);
-          return;
+    void this.authorizeAll(conn, channels)
+      .then(resumable)
+      .then((allowed) => {
+        try {
+          if (conn.state === 'closed') return;
+          if (!allowed) {
+            conn.close(CloseCode.Forbidden, CloseReason.Forbidden);
+            return;
+          }
+          conn.state = 'open';
+          endpoint.greet(conn);
+          const userChannel = principal === undefined ? undefined : `user.${principal.userId}`;
+          if (userChannel !== undefined && isChannel(userChannel)) channels.push(userChannel);
+          const recovered = this.join(conn, channels, since);
+          endpoint.afterSubscribe?.(conn, recovered);
+        } catch (err) {
+          this.logger.error({ err }, 'activating a socket failed');
+          conn.close(CloseCode.InternalError, CloseReason.InternalError);
         }
-        conn.state = 'open';
-        endpoint.greet(conn);
-        const userChannel = principal === undefined ? undefined : `user.${principal.userId}`;
-        if (userChannel !== undefined && isChannel(userChannel)) channels.push(userChannel);
-        const recovered = this.join(conn, channels, since);
-        endpoint.afterSubscribe?.(conn, recovered);
-      } catch (err) {
-        this.logger.error({ err }, 'activating a socket failed');
-        conn.close(CloseCode.InternalError, CloseReason.InternalError);
-      }
-    });
+      });
   }
 
   /** Subscribe `conn` to `channels` in the hub (replaying after `since`); returns whether the recovery was complete. */
@@ -205,7 +207,7 @@ export class SessionService {
         this.sendError(conn, ErrorCode.InvalidFrame, '"events" must be a list of at most 100 strings');
         return;
       }
-      const echoed = (events ?? []);
+      const echoed = events ?? [];
       if (frame.type === ClientFrameType.Unsubscribe) {
         conn.sendJson({ type: ServerFrameType.Unsubscribed, events: echoed, ...endpoint.subscribedExtras?.(conn), timestamp: now() });
         return;
@@ -240,7 +242,12 @@ export class SessionService {
       return;
     }
     conn.principal = principal;
-    const reply = { type: ServerFrameType.Authenticated, user_id: principal.userId, expires_at: new Date(principal.expiresAtMs).toISOString(), timestamp: now() };
+    const reply = {
+      type: ServerFrameType.Authenticated,
+      user_id: principal.userId,
+      expires_at: new Date(principal.expiresAtMs).toISOString(),
+      timestamp: now(),
+    };
     if (conn.state === 'pending_auth') {
       conn.sendJson(reply);
       this.activate(endpoint, conn);

@@ -68,7 +68,9 @@ export class ExecutionSnapshots {
 
   private upsertStep(snap: ExecutionSnapshot, ev: Json): void {
     const key = ev.step_id ?? ev.step_name;
-    const i = snap.steps.findIndex((s) => (ev.step_id !== null && ev.step_id !== undefined ? s.step_id === key || s.id === key : s.step_name === key || s.name === key));
+    const i = snap.steps.findIndex((s) =>
+      ev.step_id !== null && ev.step_id !== undefined ? s.step_id === key || s.id === key : s.step_name === key || s.name === key,
+    );
     const step: Json = {
       ...(i >= 0 ? snap.steps[i] : {}),
       step_id: ev.step_id ?? null,

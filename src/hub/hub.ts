@@ -161,12 +161,7 @@ export class Hub {
    * Add `sub` to `channels`. With `since`, first write every event after that position (in order) and report
    * whether the recovery is complete; all of it happens before any live event can reach `sub`.
    */
-  subscribe(
-    sub: Subscriber,
-    channels: readonly string[],
-    since?: number,
-    beforeReplay?: (recovered: boolean, missed: number) => void,
-  ): SubscribeResult {
+  subscribe(sub: Subscriber, channels: readonly string[], since?: number, beforeReplay?: (recovered: boolean, missed: number) => void): SubscribeResult {
     const result: SubscribeResult = { missed: 0 };
     for (const name of channels) {
       const ch = this.channel(name);

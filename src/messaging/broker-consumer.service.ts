@@ -114,9 +114,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     // Stream consumers need a prefetch (it is their credit) and acknowledgements.
     await ch.prefetch(this.config.RABBITMQ_PREFETCH);
     const offset =
-      this.nextOffset !== undefined
-        ? this.nextOffset
-        : { '!': 'timestamp', value: Math.floor((Date.now() - this.config.HISTORY_TTL_SECONDS * 1000) / 1000) };
+      this.nextOffset !== undefined ? this.nextOffset : { '!': 'timestamp', value: Math.floor((Date.now() - this.config.HISTORY_TTL_SECONDS * 1000) / 1000) };
     if (this.nextOffset === undefined && !this.probed) {
       this.tail = await this.probeTail(ch, stream);
       this.probed = true;
@@ -222,8 +220,17 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       return;
     }
     this.metrics.deadLettered.inc({ reason: c.reason });
-    this.logger.warn({ reason: c.reason, detail: c.detail, routingKey: msg.fields.routingKey.slice(0, 100), messageId: msg.properties.messageId }, 'dead-lettering a broker message');
-    const headers = { ...msg.properties.headers, [DEAD_LETTER_REASON_HEADER]: c.reason, 'x-ansflow-dead-letter-detail': c.detail.slice(0, 200), 'x-original-routing-key': msg.fields.routingKey, 'x-original-exchange': msg.fields.exchange };
+    this.logger.warn(
+      { reason: c.reason, detail: c.detail, routingKey: msg.fields.routingKey.slice(0, 100), messageId: msg.properties.messageId },
+      'dead-lettering a broker message',
+    );
+    const headers = {
+      ...msg.properties.headers,
+      [DEAD_LETTER_REASON_HEADER]: c.reason,
+      'x-ansflow-dead-letter-detail': c.detail.slice(0, 200),
+      'x-original-routing-key': msg.fields.routingKey,
+      'x-original-exchange': msg.fields.exchange,
+    };
     const done = new Promise<void>((resolve) => {
       ch.publish(this.names.dlx, msg.fields.routingKey || 'none', msg.content, { ...msg.properties, headers, persistent: true }, (err) => {
         // Acknowledge only once the dead letter is safe; otherwise let it come back (it is not lost).

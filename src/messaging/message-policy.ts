@@ -4,8 +4,7 @@ import { isChannel } from '../hub/hub-event';
 export type DeadLetterReason = 'invalid_json' | 'not_an_object' | 'missing_type' | 'unknown_channel' | 'too_large';
 
 export type Classified =
-  | { ok: true; channel: string; body: Record<string, unknown> & { type: string } }
-  | { ok: false; reason: DeadLetterReason; detail: string };
+  { ok: true; channel: string; body: Record<string, unknown> & { type: string } } | { ok: false; reason: DeadLetterReason; detail: string };
 
 /**
  * The one policy for broker input. Malformed messages are final: they are dead-lettered, never requeued (a

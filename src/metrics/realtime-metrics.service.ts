@@ -7,7 +7,16 @@ import { ENDPOINT_KINDS, MetricName, type EndpointKind } from './metric-names';
 const AUTH_REASONS = ['token_required', 'token_invalid', 'token_expired', 'token_user_mismatch'] as const;
 export const DROP_REASONS = ['socket_not_writable', 'send_buffer_full', 'duplicate'] as const;
 export const DEAD_LETTER_REASONS = ['invalid_json', 'not_an_object', 'missing_type', 'unknown_channel', 'too_large'] as const;
-export const LIMIT_NAMES = ['connections', 'connections_per_user', 'connections_per_ip', 'frames_per_second', 'frame_size', 'monitor_subscriptions', 'auth_deadline', 'publish_body_size'] as const;
+export const LIMIT_NAMES = [
+  'connections',
+  'connections_per_user',
+  'connections_per_ip',
+  'frames_per_second',
+  'frame_size',
+  'monitor_subscriptions',
+  'auth_deadline',
+  'publish_body_size',
+] as const;
 export type LimitName = (typeof LIMIT_NAMES)[number];
 /**
  * The `code` label values of closed connections: the codes this service sends, 1005 (a client's close frame without

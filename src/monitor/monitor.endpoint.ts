@@ -58,7 +58,7 @@ export class MonitorEndpoint implements EndpointDefinition {
       }
       case 'control_command':
         // Stopping or restarting an execution changes state: that is Django's API, with its permission checks.
-        this.sessions.sendError(conn, ErrorCode.NotSupported, 'control_command is not handled here: call Django\'s execution API');
+        this.sessions.sendError(conn, ErrorCode.NotSupported, "control_command is not handled here: call Django's execution API");
         return true;
       default:
         return false;

@@ -23,5 +23,4 @@ export class PipelineEndpoint implements EndpointDefinition {
     // Today's pipeline page waits for `subscription_confirmed` after `subscribed`.
     conn.sendJson({ type: ServerFrameType.SubscriptionConfirmed, pipeline_id: conn.ctx.id, events, timestamp: now() });
   }
-
 }
