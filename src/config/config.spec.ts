@@ -29,4 +29,10 @@ describe('loadConfig', () => {
     expect(loadConfig({ ALLOWED_ORIGINS: 'https://a.example, https://b.example' }).allowedOrigins).toEqual(new Set(['https://a.example', 'https://b.example']));
     expect(loadConfig({ ALLOWED_ORIGINS: '*' }).allowedOrigins).toBeUndefined();
   });
+
+  it('splits RABBITMQ_URL into node addresses and names a bad one', () => {
+    expect(loadConfig({ RABBITMQ_URL: 'amqp://a:5672, amqp://b:5673,' }).brokerUrls).toEqual(['amqp://a:5672', 'amqp://b:5673']);
+    expect(loadConfig({}).brokerUrls).toEqual([]);
+    expect(() => loadConfig({ RABBITMQ_URL: 'amqp://a:5672,http://b' })).toThrow(/RABBITMQ_URL/);
+  });
 });

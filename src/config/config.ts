@@ -82,6 +82,8 @@ export interface AppConfig extends Omit<Env, 'DJANGO_SECRET_KEY' | 'ALLOWED_ORIG
   jwtKeyGenerated: boolean;
   /** `undefined` = any origin; otherwise the exact origins allowed to open a browser socket. */
   allowedOrigins: Set<string> | undefined;
+  /** RABBITMQ_URL split at commas: the addresses of one cluster's nodes (empty: embedded mode, no broker). */
+  brokerUrls: string[];
   version: string;
 }
 
@@ -125,8 +127,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, version = '0.0.
   if (e.AUTHZ_MODE === 'django' && e.AUTHZ_DJANGO_URL === undefined) {
     problems.push('AUTHZ_DJANGO_URL: required with AUTHZ_MODE=django');
   }
-  if (e.RABBITMQ_URL !== undefined && !/^amqps?:\/\//.test(e.RABBITMQ_URL)) {
-    problems.push('RABBITMQ_URL: must start with amqp:// or amqps://');
+  // Several nodes of one cluster, comma-separated: the service connects to one that answers and fails over.
+  const brokerUrls = (e.RABBITMQ_URL ?? '')
+    .split(',')
+    .map((u) => u.trim())
+    .filter((u) => u !== '');
+  for (const u of brokerUrls) {
+    if (!/^amqps?:\/\/[^/?#]+/.test(u)) problems.push('RABBITMQ_URL: each comma-separated address must start with amqp:// or amqps://');
   }
   if (problems.length > 0) throw new ConfigError(problems);
 
@@ -136,6 +143,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, version = '0.0.
     ...rest,
     jwtKey,
     jwtKeyGenerated,
+    brokerUrls,
     allowedOrigins:
       ALLOWED_ORIGINS === undefined || ALLOWED_ORIGINS.trim() === '*'
         ? undefined

@@ -11,7 +11,7 @@ import { BrokerSink } from './broker.sink';
 export class MessagingModule {
   static forRoot(config: AppConfig): DynamicModule {
     const rabbit = RabbitMQModule.forRoot({
-      uri: config.RABBITMQ_URL ?? '',
+      uri: config.brokerUrls,
       exchanges: [{ name: config.RABBITMQ_EXCHANGE, type: 'topic', options: { durable: true } }],
       // Never block start-up on the broker: the service serves sockets and reports "not ready" until it connects.
       connectionInitOptions: { wait: false },
