@@ -25,6 +25,8 @@ export const MetricName = {
   BrokerDuplicates: 'realtime_broker_duplicates_total',
   BrokerConnected: 'realtime_broker_connected',
   PublishRequests: 'realtime_publish_requests_total',
+  /** `control_command` frames by command and outcome. */
+  ControlCommands: 'realtime_control_commands_total',
   /** Kept for today's dashboards: a gauge of open connections by endpoint kind, `status="active"`. */
   LegacyConnections: 'ansflow_websocket_connections_total',
 } as const;
