@@ -210,10 +210,10 @@ describe('core service (embedded mode, no broker)', () => {
       const page = await TestClient.connect(svc.ws(`/ws/execution/88?token=${token}`));
       // The page sends get_status as soon as the socket opens: both the greeting snapshot and the reply must read right.
       page.send({ type: 'get_status' });
-      await page.next('execution_status');
-      const reply = await page.next('execution_status', (f) => f !== page.frames.find((x) => x.type === 'execution_status'));
-      for (const frame of [page.frames.find((x) => x.type === 'execution_status'), reply]) {
-        const seen = readAsUseWebSocket(frame as Record<string, unknown>);
+      const greeting = await page.next('execution_status');
+      const reply = await page.next('execution_status');
+      for (const frame of [greeting, reply]) {
+        const seen = readAsUseWebSocket(frame);
         expect(seen).toEqual({
           status: 'running',
           pipelineName: 'deploy',
