@@ -218,13 +218,12 @@ describe('pipeline detail page', () => {
     await page.goto(pageUrl(stack, executionId, mintToken(SECRET)));
     await waitForAttribute(page, '#connection', 'data-state', 'open');
 
-    const simulator = new PipelineSimulator({ serviceUrl: stack.service.url, publishKey: PUBLISH_KEY, executionId, lineDelayMs: 40 });
-    const run = simulator.run();
-
     // What the page showed at each step change, recorded in the page as it happens: asserting on it afterwards
-    // does not depend on catching a short-lived state with a poll.
+    // does not depend on catching a short-lived state with a poll. Installed before the run starts: on a loaded
+    // machine the first step could otherwise finish before the recorder is in place.
     await page.evaluate(RECORD_TIMELINE);
-    await run;
+    const simulator = new PipelineSimulator({ serviceUrl: stack.service.url, publishKey: PUBLISH_KEY, executionId, lineDelayMs: 40 });
+    await simulator.run();
     await waitForAttribute(page, '#status', 'data-status', 'success');
     await waitForLines(page, simulator.lines.length);
     expect(await shownLines(page)).toEqual(expectedLines(simulator));
