@@ -26,7 +26,8 @@ export interface UpgradeRequest extends IncomingMessage {
   realtime?: UpgradeContext;
 }
 
-export type ConnectionState = 'pending_auth' | 'open' | 'closed';
+/** `waiting`: authenticated, waiting for its authorization or for the instance to finish a stream replay. */
+export type ConnectionState = 'pending_auth' | 'waiting' | 'open' | 'closed';
 
 /**
  * One client socket: the hub's subscriber. It writes prepared frames, and closes the socket with 4008 when the
