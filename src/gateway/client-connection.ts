@@ -39,6 +39,8 @@ export class ClientConnection implements Subscriber {
   readonly batch: boolean;
   readonly openedAtMs = Date.now();
   state: ConnectionState = 'pending_auth';
+  /** The instance was replaying the stream when this socket opened: it waits for the catch-up (SessionService). */
+  openedDuringReplay = false;
   principal: Principal | undefined;
   /** Channels this socket is subscribed to in the hub. */
   readonly channels = new Set<string>();

@@ -54,6 +54,8 @@ export class SessionService {
         return;
       }
       const conn = new ClientConnection(ws, ctx, this.config.WS_SEND_BUFFER_BYTES, (c) => this.tooSlow(c));
+      // Decided now, not when the socket is authorized: a replay ending in between must still hold it (untilLive).
+      conn.openedDuringReplay = !this.state.live;
       this.registry.add(conn);
       ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => this.onMessage(endpoint, conn, data, isBinary));
       ws.on('pong', () => {
@@ -136,7 +138,7 @@ export class SessionService {
    * the close of a waiting socket work as usual.
    */
   private async untilLive(conn: ClientConnection): Promise<void> {
-    if (this.state.live) return;
+    if (this.state.live && !conn.openedDuringReplay) return;
     conn.state = 'waiting';
     this.metrics.heldSockets.inc();
     try {
