@@ -35,4 +35,18 @@ describe('loadConfig', () => {
     expect(loadConfig({}).brokerUrls).toEqual([]);
     expect(() => loadConfig({ RABBITMQ_URL: 'amqp://a:5672,http://b' })).toThrow(/RABBITMQ_URL/);
   });
+
+  it('resolves WORKERS (a number, or auto = the cores available) and requires a broker for more than one', () => {
+    expect(loadConfig({}).workers).toBe(1);
+    expect(loadConfig({ WORKERS: '3', RABBITMQ_URL: 'amqp://a' }).workers).toBe(3);
+    expect(loadConfig({ WORKERS: 'auto', RABBITMQ_URL: 'amqp://a' }).workers).toBeGreaterThanOrEqual(1);
+    expect(() => loadConfig({ WORKERS: '0', RABBITMQ_URL: 'amqp://a' })).toThrow(/WORKERS: must be auto or a whole number/);
+    expect(() => loadConfig({ WORKERS: 'many', RABBITMQ_URL: 'amqp://a' })).toThrow(/WORKERS/);
+    expect(() => loadConfig({ WORKERS: '2' })).toThrow(/WORKERS: more than one worker \(or auto\) requires RABBITMQ_URL/);
+  });
+
+  it('refuses the quick start key in production', () => {
+    expect(loadConfig({ DJANGO_SECRET_KEY: 'dev-only-not-a-secret' }).jwtKey).toBe('dev-only-not-a-secret');
+    expect(() => loadConfig({ NODE_ENV: 'production', DJANGO_SECRET_KEY: 'dev-only-not-a-secret' })).toThrow(/DJANGO_SECRET_KEY/);
+  });
 });

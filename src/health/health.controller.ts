@@ -1,6 +1,7 @@
 import { Controller, Get, HttpCode, Inject, Res } from '@nestjs/common';
 import { HealthCheck, HealthCheckService, type HealthIndicatorResult, HealthIndicatorService } from '@nestjs/terminus';
 import type { Response } from 'express';
+import { currentWorker } from '../cluster/cluster-messages';
 import { AppInfo } from '../config/app-info';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { ConnectionRegistry } from '../gateway/connection-registry';
@@ -26,6 +27,8 @@ export class HealthController {
     private readonly metrics: RealtimeMetrics,
   ) {}
 
+  private readonly worker = currentWorker();
+
   @Get()
   async overview(@Res({ passthrough: true }) res: Response): Promise<Record<string, unknown>> {
     const serving = !this.state.shuttingDown;
@@ -39,6 +42,8 @@ export class HealthController {
       environment: this.config.NODE_ENV,
       timestamp: new Date().toISOString(),
       uptime_seconds: Math.round((Date.now() - this.state.startedAtMs) / 1000),
+      // WORKERS > 1: the worker that answered (every figure below is its own); null when one process serves.
+      worker: this.worker === undefined ? null : { ...this.worker, workers: this.config.workers },
       checks: {
         broker: this.brokerCheck(),
         shutdown: { status: this.state.shuttingDown ? 'in_progress' : 'no' },

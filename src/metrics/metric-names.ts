@@ -25,6 +25,9 @@ export const MetricName = {
   BrokerDuplicates: 'realtime_broker_duplicates_total',
   BrokerConnected: 'realtime_broker_connected',
   PublishRequests: 'realtime_publish_requests_total',
+  /** WORKERS > 1 only, from the primary process: workers serving, and workers replaced after they died. */
+  Workers: 'realtime_workers',
+  WorkerRestarts: 'realtime_worker_restarts_total',
   /** Kept for today's dashboards: a gauge of open connections by endpoint kind, `status="active"`. */
   LegacyConnections: 'ansflow_websocket_connections_total',
 } as const;

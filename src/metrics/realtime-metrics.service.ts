@@ -56,7 +56,12 @@ export class RealtimeMetrics implements HubStats {
   readonly consumed = new Counter({ name: MetricName.BrokerConsumed, help: 'Messages consumed from the broker' });
   readonly deadLettered = new Counter({ name: MetricName.BrokerDeadLettered, help: 'Broker messages dead-lettered, by reason', labelNames: ['reason'] });
   readonly duplicates = new Counter({ name: MetricName.BrokerDuplicates, help: 'Events dropped because their message_id was seen before' });
-  readonly brokerConnected = new Gauge({ name: MetricName.BrokerConnected, help: '1 when the broker connection is up (always 0 without a broker)' });
+  // Across workers (WORKERS > 1) the minimum: 1 only when every worker is connected.
+  readonly brokerConnected = new Gauge({
+    name: MetricName.BrokerConnected,
+    help: '1 when the broker connection is up (always 0 without a broker)',
+    aggregator: 'min',
+  });
   readonly publishRequests = new Counter({ name: MetricName.PublishRequests, help: 'POST /api/v1/publish requests by HTTP status', labelNames: ['status'] });
   readonly legacyConnections = new Gauge({
     name: MetricName.LegacyConnections,
