@@ -17,9 +17,7 @@ export class TestClient {
   private constructor(readonly ws: WebSocket) {
     ws.once('upgrade', (res) => (this.upgradeHeaders = res.headers));
     ws.on('message', (data: WebSocket.RawData) => {
-      this.frames.push(
-        JSON.parse(Buffer.isBuffer(data) ? data.toString('utf8') : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]).toString('utf8')) as Frame,
-      );
+      this.frames.push(JSON.parse(Buffer.isBuffer(data) ? data.toString('utf8') : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]).toString('utf8')) as Frame);
       this.wake();
     });
     ws.on('close', (code: number, reason: Buffer) => {
