@@ -96,7 +96,7 @@ export async function bootstrap(env: NodeJS.ProcessEnv = process.env): Promise<R
   );
   if (config.NODE_ENV === 'development' && !config.jwtKeyGenerated && (worker === undefined || worker.id === 1)) {
     logger.info(
-      `development: get a token with \`npm run token -- --user 1 [--ttl 3600]\` (signed with the same DJANGO_SECRET_KEY); it prints the ws:// URL to open`,
+      `development: get a token with \`npm run -s token -- --user 1 [--ttl 3600]\` (signed with the same DJANGO_SECRET_KEY); it prints the ws:// URL to open`,
     );
   }
 

@@ -45,8 +45,9 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ WORKERS: '2' })).toThrow(/WORKERS: more than one worker \(or auto\) requires RABBITMQ_URL/);
   });
 
-  it('refuses the quick start key in production', () => {
+  it('refuses the quick start keys in production', () => {
     expect(loadConfig({ DJANGO_SECRET_KEY: 'dev-only-not-a-secret' }).jwtKey).toBe('dev-only-not-a-secret');
     expect(() => loadConfig({ NODE_ENV: 'production', DJANGO_SECRET_KEY: 'dev-only-not-a-secret' })).toThrow(/DJANGO_SECRET_KEY/);
+    expect(() => loadConfig({ NODE_ENV: 'production', DJANGO_SECRET_KEY: 'x'.repeat(40), PUBLISH_API_KEY: 'dev-only-publish-key' })).toThrow(/PUBLISH_API_KEY/);
   });
 });

@@ -9,8 +9,9 @@ const optionalString = z
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
 
-/** The key the README's quick start exports for local use: accepted in development and tests, refused in production. */
+/** The keys the README's quick start exports for local use: accepted in development and tests, refused in production. */
 export const QUICKSTART_KEY = 'dev-only-not-a-secret';
+export const QUICKSTART_PUBLISH_KEY = 'dev-only-publish-key';
 
 /** Signing keys that must never be accepted outside tests (Django's template default and friends). */
 const PLACEHOLDER_KEYS = new Set(['', 'changeme', 'change-me', 'secret', 'your-secret-key', 'django-insecure']);
@@ -137,6 +138,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, version = '0.0.
   }
   if (e.PUBLISH_API_KEY !== undefined && e.PUBLISH_API_KEY.length < 8) {
     problems.push('PUBLISH_API_KEY: at least 8 characters');
+  }
+  if (e.NODE_ENV === 'production' && e.PUBLISH_API_KEY === QUICKSTART_PUBLISH_KEY) {
+    problems.push('PUBLISH_API_KEY: the README quick start key is for trying the service locally, never in production');
   }
   if (e.AUTHZ_MODE === 'django' && e.AUTHZ_DJANGO_URL === undefined) {
     problems.push('AUTHZ_DJANGO_URL: required with AUTHZ_MODE=django');
