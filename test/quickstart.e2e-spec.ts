@@ -142,6 +142,31 @@ describe('npm run token', () => {
     expect(claims.jti).toMatch(/^[0-9a-f]{32}$/);
   });
 
+  it('is accepted by djangorestframework-simplejwt itself, whose own access tokens carry the same header and claims', () => {
+    const key = 'some-django-secret-key-0123456789';
+    const minted = run(['--user', '7'], { DJANGO_SECRET_KEY: key });
+    const token = String(minted.stdout).split('\n')[0];
+    // Debian's Django and simplejwt (.ci/run installs them): AccessToken(token) verifies signature, exp and token_type.
+    const script = [
+      'import json, sys, django, jwt',
+      'from django.conf import settings',
+      "settings.configure(SECRET_KEY=sys.argv[1], INSTALLED_APPS=['django.contrib.contenttypes', 'django.contrib.auth'], USE_TZ=True)",
+      'django.setup()',
+      'from rest_framework_simplejwt.tokens import AccessToken',
+      'theirs = AccessToken()',
+      "theirs['user_id'] = 7",
+      "print(json.dumps({'ours': AccessToken(sys.argv[2]).payload, 'keys': list(theirs.payload), 'header': jwt.get_unverified_header(str(theirs))}))",
+    ].join('\n');
+    const py = (secret: string): ReturnType<typeof spawnSync> => spawnSync('/usr/bin/python3', ['-c', script, secret, token], { encoding: 'utf8' });
+    const ok = py(key);
+    expect(ok.stderr).toBe('');
+    const out = JSON.parse(String(ok.stdout)) as { ours: Record<string, unknown>; keys: string[]; header: Record<string, unknown> };
+    expect(out.ours).toMatchObject({ token_type: 'access', user_id: 7 });
+    expect(Object.keys(out.ours)).toEqual(out.keys);
+    expect(jwt.decode(token, { complete: true })?.header).toEqual(out.header);
+    expect(String(py('another-key-0123456789').stderr)).toMatch(/TokenError: Token is invalid or expired/);
+  });
+
   it('says what is missing instead of minting a token nobody verifies', () => {
     const noKey = run(['--user', '1'], {});
     expect(noKey.status).toBe(2);
