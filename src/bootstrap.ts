@@ -44,7 +44,7 @@ function packageVersion(): string {
  */
 export async function bootstrap(env: NodeJS.ProcessEnv = process.env): Promise<RunningService> {
   const config = loadConfig(env, packageVersion());
-  const worker = currentWorker();
+  const worker = currentWorker(config.workers);
   // Workers of WORKERS=N share stdout: each line says which one wrote it.
   const root = createLogger(config.LOG_LEVEL, config.SERVICE_NAME);
   const logger = worker === undefined ? root : root.child({ worker: worker.id });

@@ -25,9 +25,12 @@ function isMetricsReply(m: unknown): m is MetricsReply {
   return typeof m === 'object' && m !== null && (m as { type?: unknown }).type === METRICS_REPLY && typeof (m as { id?: unknown }).id === 'number';
 }
 
-/** This process's place in a cluster: undefined when it runs alone (WORKERS=1). */
-export function currentWorker(): { id: number; pid: number } | undefined {
-  return cluster.isWorker && cluster.worker !== undefined ? { id: cluster.worker.id, pid: process.pid } : undefined;
+/**
+ * This process's place in the cluster of `WORKERS` (the resolved count): undefined when it runs alone. A worker of
+ * another process manager's cluster (pm2's cluster mode) with WORKERS=1 counts as alone: no primary of ours answers.
+ */
+export function currentWorker(workers: number): { id: number; pid: number } | undefined {
+  return workers > 1 && cluster.isWorker && cluster.worker !== undefined ? { id: cluster.worker.id, pid: process.pid } : undefined;
 }
 
 /** Longer than prom-client's own 5 s deadline for the workers' answers, so its error is the one reported. */
@@ -41,7 +44,7 @@ const pending = new Map<number, (reply: MetricsReply) => void>();
  * does that once constructed) and take its replies. Every worker must, since a scrape asks all of them.
  */
 export function joinClusterMetrics(): void {
-  if (joined || !cluster.isWorker) return;
+  if (joined) return;
   joined = true;
   new AggregatorRegistry();
   process.on('message', (m: unknown) => {
@@ -54,7 +57,6 @@ export function joinClusterMetrics(): void {
  * primary hands the connection to, so a per-worker answer would make every counter jump between scrapes.
  */
 export function clusterMetrics(): Promise<string> {
-  joinClusterMetrics();
   const id = nextId++;
   return new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => {

@@ -81,9 +81,11 @@ export class WorkerSupervisor {
           new Promise<number | null>((resolve) => {
             if (w.isDead()) return resolve(w.process.exitCode);
             const kill = setTimeout(() => w.process.kill('SIGKILL'), this.shutdownTimeoutMs + STOP_MARGIN_MS);
-            w.once('exit', (code: number | null) => {
+            w.once('exit', (code: number | null, signal: string | null) => {
               clearTimeout(kill);
-              resolve(code);
+              // Killed by the SIGTERM itself: the worker was still starting (its handler comes with its port), so it
+              // had no socket to close.
+              resolve(signal === 'SIGTERM' ? 0 : code);
             });
             w.process.kill('SIGTERM');
           }),

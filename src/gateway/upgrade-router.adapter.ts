@@ -72,7 +72,7 @@ export class UpgradeRouterAdapter extends AbstractWsAdapter {
       maxPayload: this.config.WS_MAX_FRAME_BYTES,
       handleProtocols: (offered: Set<string>) => selectProtocol(offered),
     });
-    const worker = currentWorker();
+    const worker = currentWorker(this.config.workers);
     if (worker !== undefined) {
       // WORKERS > 1: which worker holds the socket, for whoever debugs a deployment (and the tests); no frame changes.
       server.on('headers', (headers: string[]) => headers.push(`${WORKER_HEADER}: ${worker.id}`));

@@ -25,9 +25,11 @@ export class HealthController {
     private readonly hub: Hub,
     private readonly app: AppInfo,
     private readonly metrics: RealtimeMetrics,
-  ) {}
+  ) {
+    this.worker = currentWorker(config.workers);
+  }
 
-  private readonly worker = currentWorker();
+  private readonly worker: { id: number; pid: number } | undefined;
 
   @Get()
   async overview(@Res({ passthrough: true }) res: Response): Promise<Record<string, unknown>> {

@@ -1,8 +1,9 @@
-import { Controller, Get, Res } from '@nestjs/common';
+import { Controller, Get, Inject, Res } from '@nestjs/common';
 import { PrometheusController } from '@willsoto/nestjs-prometheus';
 import type { Response } from 'express';
 import { register } from 'prom-client';
 import { clusterMetrics, currentWorker, joinClusterMetrics } from '../cluster/cluster-messages';
+import { APP_CONFIG, type AppConfig } from '../config/config';
 
 /**
  * `GET /metrics`. One process: its registry. A worker of `WORKERS=N`: the sum over all workers, gathered by the
@@ -11,15 +12,18 @@ import { clusterMetrics, currentWorker, joinClusterMetrics } from '../cluster/cl
  */
 @Controller()
 export class MetricsController extends PrometheusController {
-  constructor() {
+  private readonly inCluster: boolean;
+
+  constructor(@Inject(APP_CONFIG) config: AppConfig) {
     super();
-    joinClusterMetrics();
+    this.inCluster = currentWorker(config.workers) !== undefined;
+    if (this.inCluster) joinClusterMetrics();
   }
 
   @Get()
   override async index(@Res({ passthrough: true }) response: Response): Promise<string> {
     response.header('Content-Type', register.contentType);
-    if (currentWorker() === undefined) return register.metrics();
+    if (!this.inCluster) return register.metrics();
     try {
       return await clusterMetrics();
     } catch (err) {
