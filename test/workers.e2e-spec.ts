@@ -1,6 +1,8 @@
 import { get } from 'node:http';
-import { Cluster, type Instance, type Publisher } from './support/cluster';
-import { mintToken } from './support/tokens';
+import { randomBytes } from 'node:crypto';
+import { deleteBrokerObjects, ensureBuilt, Instance, Publisher, RABBITMQ_URL } from './support/cluster';
+import { PUBLISH_KEY } from './support/service';
+import { mintToken, TEST_SECRET } from './support/tokens';
 import { TestClient, type Frame } from './support/ws-client';
 
 /**
@@ -10,7 +12,7 @@ import { TestClient, type Frame } from './support/ws-client';
  * HTTP request below opens its own TCP connection, since a kept-alive one would stay with one worker.
  * Needs the real RabbitMQ at 127.0.0.1:5672.
  */
-jest.setTimeout(180_000);
+jest.setTimeout(300_000);
 
 const token = mintToken({ userId: 1 });
 
@@ -82,16 +84,26 @@ function expectIncreasingPositions(frames: Frame[]): void {
 }
 
 describe('WORKERS=2: every core of one host', () => {
-  let cluster: Cluster;
+  const exchange = `test.${randomBytes(6).toString('hex')}`;
   let instance: Instance;
   let publisher: Publisher;
   const clients: TestClient[] = [];
   const workerPids = new Set<number>();
 
   beforeAll(async () => {
-    cluster = await Cluster.start(1, { WORKERS: '2' });
-    instance = cluster.instances[0];
-    publisher = await cluster.publisher();
+    instance = new Instance('workers', ensureBuilt(), {
+      NODE_ENV: 'test',
+      HOST: '127.0.0.1',
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'info',
+      DJANGO_SECRET_KEY: TEST_SECRET,
+      PUBLISH_API_KEY: PUBLISH_KEY,
+      RABBITMQ_URL,
+      RABBITMQ_EXCHANGE: exchange,
+      WORKERS: '2',
+    });
+    // Generous: two workers boot at once and each joins the port only once caught up with the stream.
+    await instance.start(150_000);
+    publisher = await Publisher.connect(exchange);
     // Both workers listen only once they have caught up with the stream: wait until each has answered.
     const seen = new Map<number, number>();
     await healthUntil(
@@ -111,7 +123,9 @@ describe('WORKERS=2: every core of one host', () => {
 
   afterAll(async () => {
     for (const c of clients) c.close();
-    await cluster?.cleanup();
+    await instance?.kill('SIGKILL');
+    await publisher?.close();
+    await deleteBrokerObjects(exchange);
     // The workers exit when their primary's IPC channel closes; make sure of it.
     for (const pid of workerPids) {
       try {
