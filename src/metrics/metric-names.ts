@@ -34,6 +34,9 @@ export const MetricName = {
   HistoryEvictions: 'realtime_history_evictions_total',
   /** Sockets whose `connection` frame waits for the instance to finish replaying the stream. */
   ConnectionsWaiting: 'websocket_connections_waiting',
+  /** WORKERS > 1 only, from the primary process: workers serving, and workers replaced after they died. */
+  Workers: 'realtime_workers',
+  WorkerRestarts: 'realtime_worker_restarts_total',
   /** Kept for today's dashboards: a gauge of open connections by endpoint kind, `status="active"`. */
   LegacyConnections: 'ansflow_websocket_connections_total',
 } as const;

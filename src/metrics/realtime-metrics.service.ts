@@ -71,7 +71,12 @@ export class RealtimeMetrics implements HubStats {
   readonly consumed = new Counter({ name: MetricName.BrokerConsumed, help: 'Messages consumed from the broker' });
   readonly deadLettered = new Counter({ name: MetricName.BrokerDeadLettered, help: 'Broker messages dead-lettered, by reason', labelNames: ['reason'] });
   readonly duplicates = new Counter({ name: MetricName.BrokerDuplicates, help: 'Events dropped because their message_id was seen before' });
-  readonly brokerConnected = new Gauge({ name: MetricName.BrokerConnected, help: '1 when the broker connection is up (always 0 without a broker)' });
+  // Across workers (WORKERS > 1) the minimum: 1 only when every worker is connected.
+  readonly brokerConnected = new Gauge({
+    name: MetricName.BrokerConnected,
+    help: '1 when the broker connection is up (always 0 without a broker)',
+    aggregator: 'min',
+  });
   readonly heldSockets = new Gauge({ name: MetricName.ConnectionsWaiting, help: 'Sockets waiting for the instance to finish replaying the event stream' });
   private history: { bytes: number; size: number; evicted: Record<string, number> } | undefined;
   readonly historyBytes: Gauge = new Gauge({
