@@ -35,4 +35,11 @@ describe('loadConfig', () => {
     expect(loadConfig({}).brokerUrls).toEqual([]);
     expect(() => loadConfig({ RABBITMQ_URL: 'amqp://a:5672,http://b' })).toThrow(/RABBITMQ_URL/);
   });
+
+  it('takes DJANGO_API_URL as an http(s) base URL and names a bad one', () => {
+    expect(loadConfig({ DJANGO_API_URL: 'http://django:8000' }).DJANGO_API_URL).toBe('http://django:8000');
+    expect(loadConfig({}).DJANGO_API_URL).toBeUndefined();
+    expect(() => loadConfig({ DJANGO_API_URL: 'django:8000' })).toThrow(/DJANGO_API_URL/);
+    expect(() => loadConfig({ CONTROL_MAX_PER_SECOND: '0' })).toThrow(/CONTROL_MAX_PER_SECOND/);
+  });
 });
