@@ -351,7 +351,8 @@ describe('RabbitMQ ingest: broker outages', () => {
       await ensureBrokerRunning();
       await deleteBrokerObjects(ex);
     }
-  });
+    // Generous: stopping and starting the broker takes tens of seconds on a loaded machine.
+  }, 180_000);
 
   it('keeps sockets open across a broker restart and delivers, in order, what was published while it was disconnected', async () => {
     const ex = uniqueExchange('restart');
