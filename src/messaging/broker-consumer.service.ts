@@ -275,8 +275,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   }
 
   private onRecord(offset: number, rec: StreamRecord | undefined): void {
-    this.metrics.consumed.inc();
     if (rec === undefined) {
+      this.metrics.consumed.inc();
       this.logger.error({ offset }, 'unreadable stream record skipped');
       this.hub.skipPosition(offset);
       return;
@@ -294,6 +294,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       }
       return;
     }
+    // Counted once it is not a marker: markers are this service's bookkeeping, not messages.
+    this.metrics.consumed.inc();
     const c = classify(rec.routingKey, rec.body, this.config.BROKER_MAX_MESSAGE_BYTES);
     if (!c.ok) {
       this.logger.debug({ reason: c.reason, offset }, 'skipping an invalid stream message (dead-lettered by the validator)');
@@ -304,6 +306,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     const event = this.hub.publish(c.channel, c.body, {
       messageId: rec.messageId,
       position: offset,
+      raw: rec.body,
       // Replayed history is not live: it would swamp the latency histogram with its age.
       publishedAtMs: caughtUp ? publishedAtMs({ 'x-published-at-ms': rec.publishedAtHeader }, rec.timestampSeconds) : undefined,
     });
