@@ -36,6 +36,13 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ RABBITMQ_URL: 'amqp://a:5672,http://b' })).toThrow(/RABBITMQ_URL/);
   });
 
+  it('takes DJANGO_API_URL as an http(s) base URL and names a bad one', () => {
+    expect(loadConfig({ DJANGO_API_URL: 'http://django:8000' }).DJANGO_API_URL).toBe('http://django:8000');
+    expect(loadConfig({}).DJANGO_API_URL).toBeUndefined();
+    expect(() => loadConfig({ DJANGO_API_URL: 'django:8000' })).toThrow(/DJANGO_API_URL/);
+    expect(() => loadConfig({ CONTROL_MAX_PER_SECOND: '0' })).toThrow(/CONTROL_MAX_PER_SECOND/);
+  });
+
   it('resolves WORKERS (a number, or auto = the cores available) and requires a broker for more than one', () => {
     expect(loadConfig({}).workers).toBe(1);
     expect(loadConfig({ WORKERS: '3', RABBITMQ_URL: 'amqp://a' }).workers).toBe(3);

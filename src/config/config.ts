@@ -82,6 +82,10 @@ const EnvSchema = z.object({
   AUTHZ_TIMEOUT_MS: int(50).default(2000),
   AUTHZ_FAIL_OPEN: bool.default(false),
 
+  DJANGO_API_URL: optionalString,
+  CONTROL_TIMEOUT_MS: int(50).default(5000),
+  CONTROL_MAX_PER_SECOND: int(1).default(3),
+
   SHUTDOWN_TIMEOUT_MS: int(100).default(10_000),
 });
 
@@ -140,6 +144,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, version = '0.0.
   }
   if (e.PUBLISH_API_KEY !== undefined && e.PUBLISH_API_KEY.length < 8) {
     problems.push('PUBLISH_API_KEY: at least 8 characters');
+  }
+  if (e.DJANGO_API_URL !== undefined && !/^https?:\/\/[^/?#]+/.test(e.DJANGO_API_URL)) {
+    problems.push('DJANGO_API_URL: must start with http:// or https:// (Django\'s base URL, e.g. http://django:8000)');
   }
   if (e.NODE_ENV === 'production' && e.PUBLISH_API_KEY === QUICKSTART_PUBLISH_KEY) {
     problems.push('PUBLISH_API_KEY: the README quick start key is for trying the service locally, never in production');

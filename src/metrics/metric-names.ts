@@ -25,6 +25,8 @@ export const MetricName = {
   BrokerDuplicates: 'realtime_broker_duplicates_total',
   BrokerConnected: 'realtime_broker_connected',
   PublishRequests: 'realtime_publish_requests_total',
+  /** `control_command` frames by command and outcome. */
+  ControlCommands: 'realtime_control_commands_total',
   /** History kept for resume: bytes held (frames plus per-event overhead), the budget, events dropped by reason. */
   HistoryBytes: 'realtime_history_bytes',
   HistoryMaxBytes: 'realtime_history_max_bytes',
