@@ -78,10 +78,12 @@ export class HealthController {
     ]);
   }
 
-  private brokerCheck(): { status: 'up' | 'down' | 'disabled'; caught_up?: boolean; message?: string } {
+  private brokerCheck(): { status: 'up' | 'down' | 'disabled'; caught_up?: boolean; message?: string; node?: string | null } {
     if (!this.state.brokerConfigured) return { status: 'disabled', message: 'no RABBITMQ_URL: embedded mode' };
-    if (!this.state.brokerConnected) return { status: 'down', caught_up: false, message: 'not connected' };
-    if (!this.state.brokerCaughtUp) return { status: 'down', caught_up: false, message: 'replaying the event stream' };
-    return { status: 'up', caught_up: true };
+    // The node (host:port of RABBITMQ_URL) in use, so an operator sees where each instance went after a failover.
+    const node = this.state.brokerNode ?? null;
+    if (!this.state.brokerConnected) return { status: 'down', caught_up: false, message: 'not connected', node };
+    if (!this.state.brokerCaughtUp) return { status: 'down', caught_up: false, message: 'replaying the event stream', node };
+    return { status: 'up', caught_up: true, node };
   }
 }

@@ -8,6 +8,8 @@ export class ServiceState {
   brokerConnected = false;
   /** The broker consumer has caught up with the stream after (re)starting, so resumes are answered fully. */
   brokerCaughtUp = false;
+  /** `host:port` of the node the AMQP connection uses (declarations, dead letters, publish API); undefined when down. */
+  brokerNode: string | undefined;
   readonly startedAtMs = Date.now();
 
   get ready(): boolean {

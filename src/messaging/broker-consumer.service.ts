@@ -8,6 +8,8 @@ import { APP_CONFIG, type AppConfig } from '../config/config';
 import { ServiceState } from '../health/service-state';
 import { Hub } from '../hub/hub';
 import { RealtimeMetrics } from '../metrics/realtime-metrics.service';
+import { brokerNodeOf } from './broker-node';
+import { declareDeadLetterPath, declareStream } from './broker-topology';
 import { brokerNames, classify, DEAD_LETTER_REASON_HEADER, publishedAtMs } from './message-policy';
 
 /** How long the stream may stay quiet after (re)subscribing before the replay counts as caught up. */
@@ -20,7 +22,7 @@ const CATCH_UP_IDLE_MS = 300;
  * resumes from the offset after the last one it processed, so nothing published meanwhile is lost (within the
  * stream's retention). On start it replays HISTORY_TTL_SECONDS of the stream to rebuild history and snapshots.
  *
- * Dead-lettering is done once, not once per instance: a classic queue with single-active-consumer receives the
+ * Dead-lettering is done once, not once per instance: a quorum queue with single-active-consumer receives the
  * same messages, and whichever instance the broker makes active validates them and dead-letters the poison ones
  * with their reason. Stream readers skip poison messages silently.
  */
@@ -65,16 +67,25 @@ export class BrokerConsumer implements OnApplicationBootstrap {
 
   onApplicationBootstrap(): void {
     const manager = this.amqp.managedConnection;
-    manager.on('connect', () => {
+    const nodes = this.config.brokerUrls.map(brokerNodeOf);
+    this.metrics.useBrokerNode('amqp', nodes, undefined);
+    // The connection manager tries the addresses of RABBITMQ_URL in turn: say which node this connection reached.
+    manager.on('connect', ({ url }: { url: unknown }) => {
+      const node = typeof url === 'string' ? brokerNodeOf(url) : 'unknown';
       this.state.brokerConnected = true;
+      this.state.brokerNode = node;
       this.metrics.brokerConnected.set(1);
-      this.logger.info('broker connected');
+      this.metrics.useBrokerNode('amqp', nodes, node);
+      this.logger.info({ node }, 'broker connected');
     });
     manager.on('disconnect', ({ err }: { err?: Error }) => {
+      const node = this.state.brokerNode;
       this.state.brokerConnected = false;
       this.state.brokerCaughtUp = false;
+      this.state.brokerNode = undefined;
       this.metrics.brokerConnected.set(0);
-      this.logger.warn({ err: err?.message }, 'broker disconnected; reconnecting');
+      this.metrics.useBrokerNode('amqp', nodes, undefined);
+      this.logger.warn({ node, err: err?.message }, 'broker disconnected; reconnecting to the next node of RABBITMQ_URL');
     });
     // Not awaited: the HTTP port and the sockets must not wait for the broker.
     this.channel = manager.createChannel({ confirm: true, setup: (ch: ConfirmChannel) => this.setup(ch) });
@@ -104,13 +115,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.ackPending = undefined;
     this.unacked = 0;
     const { stream } = this.names;
-    const exchange = this.config.RABBITMQ_EXCHANGE;
-    await ch.assertExchange(exchange, 'topic', { durable: true });
-    await ch.assertQueue(stream, {
-      durable: true,
-      arguments: { 'x-queue-type': 'stream', 'x-max-age': this.config.STREAM_MAX_AGE, 'x-max-length-bytes': this.config.STREAM_MAX_BYTES },
-    });
-    await ch.bindQueue(stream, exchange, '#');
+    await declareStream(ch, this.config);
     // Stream consumers need a prefetch (it is their credit) and acknowledgements.
     await ch.prefetch(this.config.RABBITMQ_PREFETCH);
     const offset =
@@ -128,21 +133,14 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.logger.info({ stream, from: this.nextOffset ?? `${this.config.HISTORY_TTL_SECONDS}s ago` }, 'consuming the event stream');
   }
 
-  /** The dead-lettering validator: a classic queue with single-active-consumer, on its own channel. */
+  /** The dead-lettering validator: a quorum queue with single-active-consumer, on its own channel. */
   private async setupValidator(ch: ConfirmChannel): Promise<void> {
     if (this.stopping) return;
     this.validatorCurrent = ch;
-    const { validate, dlx, dlq } = this.names;
-    const exchange = this.config.RABBITMQ_EXCHANGE;
-    await ch.assertExchange(exchange, 'topic', { durable: true });
-    await ch.assertExchange(dlx, 'topic', { durable: true });
-    await ch.assertQueue(dlq, { durable: true });
-    await ch.bindQueue(dlq, dlx, '#');
-    await ch.assertQueue(validate, {
-      durable: true,
-      arguments: { 'x-single-active-consumer': true, 'x-max-length': 100_000, 'x-overflow': 'drop-head' },
-    });
-    await ch.bindQueue(validate, exchange, '#');
+    const { validate } = this.names;
+    const connection = this.amqp.managedConnection.connection;
+    if (connection === undefined) throw new Error('no broker connection');
+    await declareDeadLetterPath(ch, connection, this.config.RABBITMQ_EXCHANGE, this.logger);
     await ch.prefetch(200);
     const v = await ch.consume(validate, (msg) => this.onValidateMessage(ch, msg), { noAck: false });
     this.validateTag = v.consumerTag;

@@ -57,6 +57,11 @@ export class RealtimeMetrics implements HubStats {
   readonly deadLettered = new Counter({ name: MetricName.BrokerDeadLettered, help: 'Broker messages dead-lettered, by reason', labelNames: ['reason'] });
   readonly duplicates = new Counter({ name: MetricName.BrokerDuplicates, help: 'Events dropped because their message_id was seen before' });
   readonly brokerConnected = new Gauge({ name: MetricName.BrokerConnected, help: '1 when the broker connection is up (always 0 without a broker)' });
+  readonly brokerNode = new Gauge({
+    name: MetricName.BrokerNode,
+    help: 'Which RabbitMQ node (host:port of RABBITMQ_URL) each broker connection uses: 1 for the current one, 0 for the others',
+    labelNames: ['node', 'connection'],
+  });
   readonly publishRequests = new Counter({ name: MetricName.PublishRequests, help: 'POST /api/v1/publish requests by HTTP status', labelNames: ['status'] });
   readonly legacyConnections = new Gauge({
     name: MetricName.LegacyConnections,
@@ -114,6 +119,14 @@ export class RealtimeMetrics implements HubStats {
 
   droppedEvents(endpoint: EndpointKind, reason: string, count: number): void {
     this.dropped.inc({ endpoint, reason }, count);
+  }
+
+  /**
+   * Mark `node` as the one `connection` uses (undefined: none, it is down). `nodes` are every configured node, so
+   * each series exists from the start and the label set stays bounded by RABBITMQ_URL.
+   */
+  useBrokerNode(connection: 'amqp' | 'stream', nodes: readonly string[], node: string | undefined): void {
+    for (const n of nodes) this.brokerNode.set({ node: n, connection }, n === node ? 1 : 0);
   }
 
   duplicate(): void {
