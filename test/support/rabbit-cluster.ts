@@ -25,6 +25,9 @@ export interface NodeSpec {
   /** 1-based index in the cluster. */
   index: number;
   name: string;
+  /** A loopback address of its own (127.0.15.<index>): every node listens on the same AMQP and stream ports, as
+   * in production where nodes are different hosts, so one RABBITMQ_STREAM_PORT serves them all. */
+  host: string;
   amqpPort: number;
   streamPort: number;
   distPort: number;
@@ -34,7 +37,9 @@ export interface NodeSpec {
 export interface ClusterOptions {
   /** Node name prefix (default ansflow-t): nodes are <prefix>1@localhost... */
   prefix?: string;
-  /** First AMQP port (default 5701); stream ports are +10, distribution ports +20000. */
+  /** Loopback network of the nodes (default 127.0.15): node i listens on <net>.<i>. */
+  net?: string;
+  /** AMQP port of every node (default 5701); the stream port is +10; distribution ports 25701+i-1 on 127.0.0.1. */
   basePort?: number;
   size?: number;
 }
@@ -48,11 +53,11 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: num
   });
 }
 
-function portFree(port: number): Promise<boolean> {
+function portFree(port: number, host: string): Promise<boolean> {
   return new Promise((resolve) => {
     const srv = net.createServer();
     srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
   });
 }
 
@@ -131,13 +136,13 @@ export class RabbitCluster {
     this.runDir = join(BASE, `run-${process.pid}-${randomBytes(3).toString('hex')}`);
     this.nodes = Array.from({ length: opts.size }, (_, k) => {
       const index = k + 1;
-      const amqpPort = opts.basePort + k;
       return {
         index,
         name: `${opts.prefix}${index}@localhost`,
-        amqpPort,
-        streamPort: amqpPort + 10,
-        distPort: amqpPort + 20_000,
+        host: `${opts.net}.${index}`,
+        amqpPort: opts.basePort,
+        streamPort: opts.basePort + 10,
+        distPort: opts.basePort + 20_000 + k,
         dir: join(this.runDir, `n${index}`),
       };
     });
@@ -146,10 +151,15 @@ export class RabbitCluster {
   /** Start the nodes, join them into one cluster and wait until every one runs. */
   static async start(opts: ClusterOptions = {}): Promise<RabbitCluster> {
     removeLeftovers();
-    const c = new RabbitCluster({ prefix: opts.prefix ?? 'ansflow-t', basePort: opts.basePort ?? 5701, size: opts.size ?? 3 });
+    const c = new RabbitCluster({ prefix: opts.prefix ?? 'ansflow-t', net: opts.net ?? '127.0.15', basePort: opts.basePort ?? 5701, size: opts.size ?? 3 });
     for (const n of c.nodes) {
-      for (const p of [n.amqpPort, n.streamPort, n.distPort]) {
-        if (!(await portFree(p))) throw new Error(`port ${p} is taken: another cluster run, or something else, uses it`);
+      const wanted: [number, string][] = [
+        [n.amqpPort, n.host],
+        [n.streamPort, n.host],
+        [n.distPort, '127.0.0.1'],
+      ];
+      for (const [p, host] of wanted) {
+        if (!(await portFree(p, host))) throw new Error(`${host}:${p} is taken: another cluster run, or something else, uses it`);
       }
     }
     mkdirSync(c.runDir, { recursive: true });
@@ -177,7 +187,8 @@ export class RabbitCluster {
 
   /** amqp:// URL of node i (1-based). */
   url(i: number): string {
-    return `amqp://guest:guest@127.0.0.1:${this.node(i).amqpPort}`;
+    const n = this.node(i);
+    return `amqp://guest:guest@${n.host}:${n.amqpPort}`;
   }
 
   /** RABBITMQ_URL listing every node, in the given order (default 1..n). */
@@ -191,9 +202,9 @@ export class RabbitCluster {
     return n;
   }
 
-  /** The node index whose AMQP port is `port` (undefined: not one of ours). */
-  indexOfPort(port: number): number | undefined {
-    return this.nodes.find((n) => n.amqpPort === port || n.streamPort === port)?.index;
+  /** The node index of a `host:port` (AMQP or stream) as logs and /health name it (undefined: not one of ours). */
+  indexOf(address: string): number | undefined {
+    return this.nodes.find((n) => address === `${n.host}:${n.amqpPort}` || address === `${n.host}:${n.streamPort}`)?.index;
   }
 
   isRunning(i: number): boolean {
@@ -333,9 +344,9 @@ export class RabbitCluster {
     writeFileSync(
       join(n.dir, 'rabbitmq.conf'),
       [
-        `listeners.tcp.default = 127.0.0.1:${n.amqpPort}`,
-        `stream.listeners.tcp.1 = 127.0.0.1:${n.streamPort}`,
-        'stream.advertised_host = 127.0.0.1',
+        `listeners.tcp.default = ${n.host}:${n.amqpPort}`,
+        `stream.listeners.tcp.1 = ${n.host}:${n.streamPort}`,
+        `stream.advertised_host = ${n.host}`,
         `stream.advertised_port = ${n.streamPort}`,
         // A node that sees at most half of the cluster pauses (closes its clients' connections, stops listening)
         // rather than serve without a quorum: clients then fail over to the majority or report not ready.
@@ -356,7 +367,7 @@ export class RabbitCluster {
       LANG: 'C.UTF-8',
       RABBITMQ_CONF_ENV_FILE: join(n.dir, 'rabbitmq-env.conf'),
       RABBITMQ_NODENAME: n.name,
-      RABBITMQ_NODE_IP_ADDRESS: '127.0.0.1',
+      RABBITMQ_NODE_IP_ADDRESS: n.host,
       RABBITMQ_NODE_PORT: String(n.amqpPort),
       RABBITMQ_DIST_PORT: String(n.distPort),
       RABBITMQ_MNESIA_BASE: join(n.dir, 'mnesia'),
