@@ -368,7 +368,7 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
       },
       120_000,
     );
-    figure(`leader scenario: new leader node ${newLeader} after ${Date.now() - at} ms`);
+    figure(`leader scenario: rabbitmqctl names node ${newLeader} the new leader ${Date.now() - at} ms after the kill (CLI round trips included)`);
     await settle('leader killed', pub, ws, at);
     await rabbit.startNode(leader);
     await rabbit.waitRunning(3);
@@ -395,28 +395,6 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
     expect(a.logged('broker connected').some((l) => l.node === address(now))).toBe(true);
     await settle('instance node killed', pub, ws, at);
     await rabbit.startNode(victimNode);
-    await rabbit.waitRunning(3);
-  });
-
-  it('stop two nodes of three: not ready and 503 from the publish API; one node back: delivery resumes, nothing lost', async () => {
-    const { pub, ws } = await flowing(303, [1, 2, 3]);
-    const before = pub.confirmed;
-    const at = Date.now();
-    await Promise.all([rabbit.stopNode(1, 'kill'), rabbit.stopNode(2, 'kill')]);
-    await until('both instances not ready', async () => ((await readiness(a)) === 503 && (await readiness(b)) === 503 ? true : undefined), 120_000);
-    figure(`no quorum: both instances report not ready ${Date.now() - at} ms after two nodes were killed`);
-    expect(await publishViaApi(a, 1)).toBe(503);
-    expect(await publishViaApi(b, 2)).toBe(503);
-    // Whatever the publisher saw confirmed before the loss must still come; nothing new is confirmed meanwhile.
-    const during = pub.confirmed;
-    expect(during - before).toBeGreaterThanOrEqual(0);
-    const back = Date.now();
-    await rabbit.startNode(2);
-    await Promise.all([a.waitReady(180_000), b.waitReady(180_000)]);
-    figure(`no quorum: node 2 restarted in ${Date.now() - back} ms; instances ready again ${Date.now() - at} ms after the loss`);
-    expect(await publishViaApi(a, 3)).toBe(202);
-    await settle('two of three nodes killed, one back', pub, ws, at);
-    await rabbit.startNode(1);
     await rabbit.waitRunning(3);
   });
 
@@ -468,5 +446,26 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
       if (child.exitCode === null) child.kill('SIGKILL');
       for (const w of ws) w.close();
     }
+  });
+
+  it('stop two nodes of three: not ready and 503 from the publish API; one node back: delivery resumes, nothing lost', async () => {
+    const { pub, ws } = await flowing(303, [1, 2, 3]);
+    const before = pub.confirmed;
+    const at = Date.now();
+    await Promise.all([rabbit.stopNode(1, 'kill'), rabbit.stopNode(2, 'kill')]);
+    await until('both instances not ready', async () => ((await readiness(a)) === 503 && (await readiness(b)) === 503 ? true : undefined), 120_000);
+    figure(`no quorum: both instances report not ready ${Date.now() - at} ms after two nodes were killed`);
+    expect(await publishViaApi(a, 1)).toBe(503);
+    expect(await publishViaApi(b, 2)).toBe(503);
+    // Whatever the publisher saw confirmed before the loss must still come; nothing new is confirmed meanwhile.
+    const during = pub.confirmed;
+    expect(during - before).toBeGreaterThanOrEqual(0);
+    const back = Date.now();
+    await rabbit.startNode(2);
+    await Promise.all([a.waitReady(180_000), b.waitReady(180_000)]);
+    figure(`no quorum: node 2 restarted in ${Date.now() - back} ms; instances ready again ${Date.now() - at} ms after the loss`);
+    expect(await publishViaApi(a, 3)).toBe(202);
+    await settle('two of three nodes killed, one back', pub, ws, at);
+    // The last scenario: the cluster is stopped next, node 1 need not come back.
   });
 });
