@@ -360,7 +360,7 @@ export class RabbitCluster {
         `stream.advertised_port = ${n.streamPort}`,
         // A node that sees at most half of the cluster pauses (closes its clients' connections, stops listening)
         // rather than serve without a quorum: clients then fail over to the majority or report not ready.
-        'cluster_partition_handling = pause_minority',
+        `cluster_partition_handling = ${process.env.RABBIT_PARTITION_HANDLING ?? 'pause_minority'}`,
         'cluster_formation.peer_discovery_backend = classic_config',
         ...this.nodes.map((m) => `cluster_formation.classic_config.nodes.${m.index} = ${m.name}`),
         // Without registration locks the discovery waits a random 5-60 s by default, against two blank nodes
