@@ -20,6 +20,7 @@ import { capacity } from './scenarios/capacity';
 import { churn } from './scenarios/churn';
 import { fanout } from './scenarios/fanout';
 import { latency } from './scenarios/latency';
+import { startup } from './scenarios/startup';
 
 const repoRoot = resolve(__dirname, '..', '..');
 
@@ -64,6 +65,7 @@ function plan(opts: Options): [string, ScenarioRun][] {
     ],
     churn: [['churn', churn]],
     multi: [['multi', (c, k) => latency(c, k, 2)]],
+    startup: [['startup', startup]],
   };
   return opts.only.flatMap((s) => all[s]);
 }

@@ -238,10 +238,11 @@ class Watcher {
   }
 }
 
-async function health(i: Instance): Promise<{ node: string | null; status: string }> {
+/** `node`: where the stream reader reads; `amqpNode`: where the AMQP connection goes (both host:port, or null). */
+async function health(i: Instance): Promise<{ node: string | null; amqpNode: string | null; status: string }> {
   const res = await fetch(`${i.url}/health`, { signal: AbortSignal.timeout(3000) });
-  const body = (await res.json()) as { checks: { broker: { node?: string | null; status: string } } };
-  return { node: body.checks.broker.node ?? null, status: body.checks.broker.status };
+  const body = (await res.json()) as { checks: { broker: { node?: string | null; amqp_node?: string | null; status: string } } };
+  return { node: body.checks.broker.node ?? null, amqpNode: body.checks.broker.amqp_node ?? null, status: body.checks.broker.status };
 }
 
 async function readiness(i: Instance): Promise<number> {
@@ -384,6 +385,7 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
 
   it('stop the node an instance is connected to: it fails over to another node and catches up', async () => {
     const { pub, ws } = await flowing(302, [3, 1, 2]);
+    // The node A's stream reader uses (it reads the events from there).
     const victimNode = await until('instance A on a node', () => nodeOf(rabbit, a), 30_000);
     const at = Date.now();
     await rabbit.stopNode(victimNode, 'kill');
@@ -396,11 +398,16 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
       120_000,
     );
     await a.waitReady(120_000);
-    figure(`instance failover: A moved from node ${victimNode} to node ${now}, ready again ${Date.now() - at} ms after the kill`);
+    const { amqpNode } = await health(a);
+    figure(`instance failover: A's reader moved from node ${victimNode} to node ${now}, ready again ${Date.now() - at} ms after the kill`);
+    const stream = (i: number): string => `${rabbit.node(i).host}:${rabbit.node(i).streamPort}`;
     const metrics = await (await fetch(`${a.url}/metrics`)).text();
-    expect(metrics).toContain(`realtime_broker_node{node="${address(now)}",connection="amqp"} 1`);
-    expect(metrics).toContain(`realtime_broker_node{node="${address(victimNode)}",connection="amqp"} 0`);
-    expect(a.logged('broker connected').some((l) => l.node === address(now))).toBe(true);
+    expect(metrics).toContain(`realtime_broker_node{node="${stream(now)}",connection="stream"} 1`);
+    expect(metrics).toContain(`realtime_broker_node{node="${stream(victimNode)}",connection="stream"} 0`);
+    expect(amqpNode).not.toBeNull();
+    expect(amqpNode).not.toBe(address(victimNode));
+    expect(metrics).toContain(`realtime_broker_node{node="${amqpNode}",connection="amqp"} 1`);
+    expect(a.logged('stream reader connected').some((l) => l.node === stream(now))).toBe(true);
     await settle('instance node killed', pub, ws, at);
     await rabbit.startNode(victimNode);
     await rabbit.waitRunning(3);

@@ -92,8 +92,8 @@ describe('broker topology', () => {
     const connected = svc.output.find((l) => l.includes('broker connected'));
     expect(connected).toContain(`"node":"${new URL(RABBITMQ_URL).hostname}:${new URL(RABBITMQ_URL).port || '5672'}"`);
     expect(connected).not.toContain('guest');
-    const health = (await (await fetch(`${svc.url}/health`)).json()) as { checks: { broker: { node: string } } };
-    expect(health.checks.broker.node).toBe(`${new URL(RABBITMQ_URL).hostname}:${new URL(RABBITMQ_URL).port || '5672'}`);
+    const health = (await (await fetch(`${svc.url}/health`)).json()) as { checks: { broker: { amqp_node: string } } };
+    expect(health.checks.broker.amqp_node).toBe(`${new URL(RABBITMQ_URL).hostname}:${new URL(RABBITMQ_URL).port || '5672'}`);
   });
 
   it('keeps using classic queues an earlier version declared, and logs an error saying they are not replicated', async () => {

@@ -53,6 +53,12 @@ export class HealthController {
         last_event_age_seconds: lastEventAt === undefined ? null : (Date.now() - lastEventAt) / 1000,
         latest_position: this.hub.latestPosition,
       },
+      history: {
+        events: this.hub.history.size,
+        bytes: this.hub.history.bytes,
+        max_bytes: this.config.HISTORY_MAX_BYTES,
+        evicted: { ...this.hub.history.evicted },
+      },
     };
   }
 
@@ -78,12 +84,24 @@ export class HealthController {
     ]);
   }
 
-  private brokerCheck(): { status: 'up' | 'down' | 'disabled'; caught_up?: boolean; message?: string; node?: string | null } {
+  /**
+   * `position`: the stream offset read up to; `node`: the node (host:port) the stream reader is connected to;
+   * `amqp_node`: the node the AMQP connection (declarations, dead letters, publish API) uses. Both say where the
+   * instance went after a failover; null while disconnected.
+   */
+  private brokerCheck(): {
+    status: 'up' | 'down' | 'disabled';
+    caught_up?: boolean;
+    message?: string;
+    position?: number;
+    node?: string | null;
+    amqp_node?: string | null;
+  } {
     if (!this.state.brokerConfigured) return { status: 'disabled', message: 'no RABBITMQ_URL: embedded mode' };
-    // The node (host:port of RABBITMQ_URL) in use, so an operator sees where each instance went after a failover.
-    const node = this.state.brokerNode ?? null;
-    if (!this.state.brokerConnected) return { status: 'down', caught_up: false, message: 'not connected', node };
-    if (!this.state.brokerCaughtUp) return { status: 'down', caught_up: false, message: 'replaying the event stream', node };
-    return { status: 'up', caught_up: true, node };
+    const position = this.hub.latestPosition;
+    const nodes = { node: this.state.brokerNode() ?? null, amqp_node: this.state.amqpNode ?? null };
+    if (!this.state.brokerConnected) return { status: 'down', caught_up: false, message: 'not connected', position, ...nodes };
+    if (!this.state.brokerCaughtUp) return { status: 'down', caught_up: false, message: 'replaying the event stream', position, ...nodes };
+    return { status: 'up', caught_up: true, position, ...nodes };
   }
 }

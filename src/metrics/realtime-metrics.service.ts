@@ -7,6 +7,7 @@ import { ENDPOINT_KINDS, MetricName, type EndpointKind } from './metric-names';
 const AUTH_REASONS = ['token_required', 'token_invalid', 'token_expired', 'token_user_mismatch'] as const;
 export const DROP_REASONS = ['socket_not_writable', 'send_buffer_full', 'duplicate'] as const;
 export const DEAD_LETTER_REASONS = ['invalid_json', 'not_an_object', 'missing_type', 'unknown_channel', 'too_large'] as const;
+const EVICTION_REASONS = ['count', 'age', 'channels', 'bytes'] as const;
 export const LIMIT_NAMES = [
   'connections',
   'connections_per_user',
@@ -62,6 +63,34 @@ export class RealtimeMetrics implements HubStats {
     help: 'Which RabbitMQ node (host:port of RABBITMQ_URL) each broker connection uses: 1 for the current one, 0 for the others',
     labelNames: ['node', 'connection'],
   });
+  readonly heldSockets = new Gauge({ name: MetricName.ConnectionsWaiting, help: 'Sockets waiting for the instance to finish replaying the event stream' });
+  private history: { bytes: number; size: number; evicted: Record<string, number> } | undefined;
+  readonly historyBytes: Gauge = new Gauge({
+    name: MetricName.HistoryBytes,
+    help: 'Bytes of resume history held (frames plus per-event overhead)',
+    collect: (): void => this.historyBytes.set(this.history?.bytes ?? 0),
+  });
+  readonly historyMaxBytes = new Gauge({ name: MetricName.HistoryMaxBytes, help: 'HISTORY_MAX_BYTES: the byte budget of the resume history (0: none)' });
+  readonly historyEvents: Gauge = new Gauge({
+    name: MetricName.HistoryEvents,
+    help: 'Events held in the resume history',
+    collect: (): void => this.historyEvents.set(this.history?.size ?? 0),
+  });
+  private readonly evictionsReported: Record<string, number> = { count: 0, age: 0, channels: 0, bytes: 0 };
+  readonly historyEvictions: Counter<string> = new Counter({
+    name: MetricName.HistoryEvictions,
+    help: 'Events dropped from the resume history, by reason (count, age, channels, bytes)',
+    labelNames: ['reason'],
+    // The history counts; the counter catches up with it at each scrape.
+    collect: (): void => {
+      for (const reason of EVICTION_REASONS) {
+        const total = this.history?.evicted[reason] ?? 0;
+        const delta = total - this.evictionsReported[reason];
+        if (delta > 0) this.historyEvictions.inc({ reason }, delta);
+        this.evictionsReported[reason] = total;
+      }
+    },
+  });
   readonly publishRequests = new Counter({ name: MetricName.PublishRequests, help: 'POST /api/v1/publish requests by HTTP status', labelNames: ['status'] });
   readonly legacyConnections = new Gauge({
     name: MetricName.LegacyConnections,
@@ -93,6 +122,14 @@ export class RealtimeMetrics implements HubStats {
     this.duplicates.inc(0);
     this.brokerConnected.set(0);
     this.subscribedChannels.set(0);
+    this.heldSockets.set(0);
+    for (const reason of EVICTION_REASONS) this.historyEvictions.inc({ reason }, 0);
+  }
+
+  /** Read the history's figures at each scrape (no work on the event path). */
+  watchHistory(history: { bytes: number; size: number; evicted: Record<string, number> }, maxBytes: number): void {
+    this.history = history;
+    this.historyMaxBytes.set(maxBytes);
   }
 
   connectionOpened(endpoint: EndpointKind): void {
