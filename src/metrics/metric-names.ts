@@ -24,6 +24,8 @@ export const MetricName = {
   BrokerDeadLettered: 'realtime_broker_messages_dead_lettered_total',
   BrokerDuplicates: 'realtime_broker_duplicates_total',
   BrokerConnected: 'realtime_broker_connected',
+  /** 1 for the node (`host:port` of RABBITMQ_URL) a connection uses, 0 for the others; label `connection`. */
+  BrokerNode: 'realtime_broker_node',
   PublishRequests: 'realtime_publish_requests_total',
   /** `control_command` frames by command and outcome. */
   ControlCommands: 'realtime_control_commands_total',
