@@ -21,11 +21,12 @@ tag=${3:?usage: podman-image.sh DIR CONTEXT TAG}
 here=$(dirname "$(realpath "$0")")
 cache=${ANSFLOW_IMAGE_CACHE:-/var/cache/ansflow-realtime-test}
 
-mkdir -p "$dir/storage" "$dir/run" "$cache"
+mkdir -p "$dir/storage" "$dir/run" "$dir/tmp" "$dir/networks" "$cache"
 
 # This machine caps processes at 20000 open files and 32768 processes: podman's default container rlimits are
 # above that and fail ("error setting rlimit"). No systemd here, hence cgroupfs and a file events log. crun
-# refuses the host's hybrid cgroup layout; runc accepts it.
+# refuses the host's hybrid cgroup layout; runc accepts it. Everything podman keeps lives under DIR, so two runs never
+# share state and `podman system reset` touches nothing else.
 cat >"$dir/containers.conf" <<CONF
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
@@ -34,6 +35,11 @@ default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+events_logfile_path = "$dir/events.log"
+tmp_dir = "$dir/tmp"
+
+[network]
+network_config_dir = "$dir/networks"
 CONF
 cat >"$dir/storage.conf" <<CONF
 [storage]
