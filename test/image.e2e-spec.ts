@@ -123,23 +123,33 @@ describeImage('container image (podman, stand-in node:20-bookworm-slim base)', (
     const build = await run(path.join(ROOT, 'test/support/podman-image.sh'), [path.join(dir, 'podman'), clone, TAG], process.env, 1_800_000);
     if (build.code !== 0) throw new Error(`image build failed (${build.code}):\n${build.stdout.slice(-6000)}\n${build.stderr.slice(-4000)}`);
     built = true;
-    const inspect = await podman(['image', 'inspect', TAG, '--format', '{{.Size}}']);
-    const mb = (Number(inspect.stdout.trim()) / 1e6).toFixed(0);
-    console.log(`image ${TAG}: ${mb} MB on the stand-in base (base + clone + build took ${((Date.now() - started) / 1000).toFixed(0)} s)`);
+    const mb = async (image: string): Promise<string> =>
+      (Number((await podman(['image', 'inspect', image, '--format', '{{.Size}}'])).stdout.trim()) / 1e6).toFixed(0);
+    const seconds = ((Date.now() - started) / 1000).toFixed(0);
+    console.log(
+      `image ${TAG}: ${await mb(TAG)} MB, on a STAND-IN node:20-bookworm-slim of ${await mb('node:20-bookworm-slim')} MB (base, clone and build: ${seconds} s)`,
+    );
 
     publisher = await Publisher.connect(exchange);
     port = await freePort();
+    const containerEnv = {
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      RABBITMQ_URL,
+      RABBITMQ_EXCHANGE: exchange,
+      DJANGO_SECRET_KEY: TEST_SECRET,
+      PUBLISH_API_KEY: 'image-test-publish-key',
+      SHUTDOWN_TIMEOUT_MS: '10000',
+    };
+    // The host network reaches the machine's RabbitMQ on 127.0.0.1 and exposes the port without a bridge.
     const started2 = await podman([
-      'run', '--detach', '--name', name,
-      // The host network reaches the machine's RabbitMQ on 127.0.0.1 and exposes the port without a bridge.
-      '--network', 'host',
-      '--env', `PORT=${port}`,
-      '--env', 'HOST=127.0.0.1',
-      '--env', `RABBITMQ_URL=${RABBITMQ_URL}`,
-      '--env', `RABBITMQ_EXCHANGE=${exchange}`,
-      '--env', `DJANGO_SECRET_KEY=${TEST_SECRET}`,
-      '--env', 'PUBLISH_API_KEY=image-test-publish-key',
-      '--env', 'SHUTDOWN_TIMEOUT_MS=10000',
+      'run',
+      '--detach',
+      '--name',
+      name,
+      '--network',
+      'host',
+      ...Object.entries(containerEnv).flatMap(([k, v]) => ['--env', `${k}=${v}`]),
       TAG,
     ]);
     if (started2.code !== 0) throw new Error(`podman run failed: ${started2.stderr}`);
@@ -183,7 +193,10 @@ describeImage('container image (podman, stand-in node:20-bookworm-slim base)', (
     expect(uidOf(pid)).toBe(1000);
     // `podman exec` runs as the image's USER, as the service does.
     const attempt = await podman([
-      'exec', name, 'sh', '-c',
+      'exec',
+      name,
+      'sh',
+      '-c',
       'id -u; for f in /app/dist/main.js /app/package.json /app/node_modules/ws/package.json; do if echo x >> "$f"; then echo "WROTE $f"; fi; done; touch /app/dist/new 2>/dev/null && echo "CREATED /app/dist/new"; true',
     ]);
     expect(attempt.stdout.trim().split('\n')).toEqual(['1000']);

@@ -122,7 +122,18 @@ describe('HAProxy (deploy/haproxy/haproxy.cfg) in front of three instances', () 
     fs.writeFileSync(hosts, ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'].map((a) => `${a} realtime.test\n`).join(''), { mode: 0o644 });
     dns = daemon(
       'dnsmasq',
-      ['--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`, '--listen-address=127.0.0.1', '--bind-interfaces', `--port=${dnsPort}`, `--pid-file=${path.join(dir, 'dnsmasq.pid')}`, '--log-facility=-'],
+      [
+        '--keep-in-foreground',
+        '--conf-file=/dev/null',
+        '--no-resolv',
+        '--no-hosts',
+        `--addn-hosts=${hosts}`,
+        '--listen-address=127.0.0.1',
+        '--bind-interfaces',
+        `--port=${dnsPort}`,
+        `--pid-file=${path.join(dir, 'dnsmasq.pid')}`,
+        '--log-facility=-',
+      ],
       process.env,
     );
 
@@ -146,7 +157,10 @@ describe('HAProxy (deploy/haproxy/haproxy.cfg) in front of three instances', () 
       async () => {
         if (haproxy?.proc.exitCode !== null) throw new Fatal(`haproxy exited (${haproxy?.proc.exitCode})\n${logs()}`);
         const s = await serverStates();
-        const up = [...s].filter(([, st]) => st === 'UP').map(([a]) => a.split(':')[0]).sort();
+        const up = [...s]
+          .filter(([, st]) => st === 'UP')
+          .map(([a]) => a.split(':')[0])
+          .sort();
         const down = [...s].filter(([, st]) => st.startsWith('DOWN')).map(([a]) => a.split(':')[0]);
         return up.join(' ') === '127.0.0.2 127.0.0.3 127.0.0.4' && down.join(' ') === '127.0.0.5' ? s : undefined;
       },
@@ -174,7 +188,11 @@ describe('HAProxy (deploy/haproxy/haproxy.cfg) in front of three instances', () 
     // leastconn: no instance left out.
     for (const n of spread) expect(n).toBeGreaterThan(0);
     for (const s of sockets) s.close();
-    await until('sockets closed on the instances', async () => ((await Promise.all(ready.map(connectionsOf))).every((n) => n === 0) ? true : undefined), 15_000);
+    await until(
+      'sockets closed on the instances',
+      async () => ((await Promise.all(ready.map(connectionsOf))).every((n) => n === 0) ? true : undefined),
+      15_000,
+    );
   });
 
   it('the instance holding a socket is killed: the client resumes through the proxy on another with exactly the missed events', async () => {
