@@ -1,7 +1,9 @@
 /**
  * Deployment artifacts: alert rules, scrape config, compose file, Grafana dashboard, Dockerfile, and the
  * production start the Dockerfile performs. No Docker engine runs in CI, so the image's start is replayed
- * outside Docker: production-only install, `node dist/main` as an unprivileged user, liveness, SIGTERM.
+ * outside Docker: production-only install, `node dist/main` as an unprivileged user, liveness, SIGTERM. The image
+ * itself is built and run with podman by test/image.e2e-spec.ts, the scaled compose stack's proxy by
+ * test/proxy.e2e-spec.ts.
  *
  * Needs `promtool` and `docker-compose` (Debian packages `prometheus`, `docker-compose`) and a built `dist/`.
  */
@@ -444,7 +446,13 @@ describe('Dockerfile', () => {
     expect(args('RUN').join('\n')).toMatch(/apt-get install .*\btini\b/);
     expect(JSON.parse(args('ENTRYPOINT').pop() ?? '[]')).toEqual(['/usr/bin/tini', '--']);
     expect(args('HEALTHCHECK').pop()).toContain('/health/live');
+    // The probe gives up by itself: a frozen process accepts the connection but never answers.
+    expect(args('HEALTHCHECK').pop()).toMatch(/AbortSignal\.timeout\(\d+\)/);
     expect(JSON.parse(args('CMD').pop() ?? '[]')).toEqual(['node', 'dist/main']);
+  });
+
+  it('needs no BuildKit front-end image (no syntax directive): an offline BuildKit would fetch it', () => {
+    expect(fs.readFileSync(at('Dockerfile'), 'utf8')).not.toMatch(/^#\s*syntax\s*=/im);
   });
 
   it('keeps node_modules, dist and .git out of the build context', () => {
