@@ -130,7 +130,6 @@ describeImage('container image (podman, stand-in node:20-bookworm-slim base)', (
       `image ${TAG}: ${await mb(TAG)} MB, on a STAND-IN node:20-bookworm-slim of ${await mb('node:20-bookworm-slim')} MB (base, clone and build: ${seconds} s)`,
     );
 
-    publisher = await Publisher.connect(exchange);
     port = await freePort();
     const containerEnv = {
       PORT: String(port),
@@ -208,7 +207,9 @@ describeImage('container image (podman, stand-in node:20-bookworm-slim base)', (
     const client = await TestClient.connect(`ws://127.0.0.1:${port}/ws/execution/4242?token=${token}`);
     clients.push(client);
     await client.next('execution_status', 15_000);
-    await publisher!.publish('execution.4242', { type: 'log_entry', execution_id: 4242, seq: 1, level: 'info', message: 'from the image test' });
+    // Connected only now: the build takes minutes, and a broker connection idle that long is one more thing to lose.
+    publisher = await Publisher.connect(exchange);
+    await publisher.publish('execution.4242', { type: 'log_entry', execution_id: 4242, seq: 1, level: 'info', message: 'from the image test' });
     const [event] = await client.collect((f: Frame) => f.channel === 'execution.4242' && f.seq === 1, 1, 15_000);
     expect(event).toMatchObject({ type: 'log_entry', message: 'from the image test' });
     client.close();
