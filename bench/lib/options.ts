@@ -1,6 +1,6 @@
 import type { HubKind } from './hubs';
 
-export const SCENARIOS = ['capacity', 'latency', 'fanout', 'churn', 'multi'] as const;
+export const SCENARIOS = ['capacity', 'latency', 'fanout', 'churn', 'multi', 'startup', 'workers'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 /** Every knob of a run; defaults are the issue's figures, `--quick` shrinks them to a smoke run. */
@@ -38,6 +38,8 @@ export interface Options {
   churnSubscribers: number;
   churnEventRate: number;
   settleSeconds: number;
+  /** startup: events in the replay window, measured in turn (the stream grows between them). */
+  startupSizes: number[];
 }
 
 const HELP = `npm run bench -- [flags]
@@ -52,6 +54,7 @@ const HELP = `npm run bench -- [flags]
   --fanout-seconds N     fanout: measured seconds per mode (default 15)
   --window N             fanout: events in flight per channel (default 10)
   --churn-rate N         churn: connects/s (default 200)  --churn-seconds N (default 20)
+  --startup-sizes LIST   startup: events in the replay window (default 100000,500000,1000000)
   --service-env K=V      extra environment for the service (repeatable)
   --service-node-args S  node flags for the service, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"`;
 
@@ -86,6 +89,7 @@ export function parseOptions(argv: string[]): Options {
     churnSubscribers: quick ? 100 : 500,
     churnEventRate: quick ? 50 : 100,
     settleSeconds: quick ? 0.3 : 5,
+    startupSizes: [100_000, 500_000, 1_000_000],
   };
   const list = (v: string): string[] =>
     v
@@ -125,6 +129,9 @@ export function parseOptions(argv: string[]): Options {
         break;
       case '--connections':
         o.connections = list(v).map((x) => num(flag, x));
+        break;
+      case '--startup-sizes':
+        o.startupSizes = list(v).map((x) => num(flag, x));
         break;
       case '--connect-rate':
         o.connectRate = num(flag, v);

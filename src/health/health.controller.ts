@@ -1,6 +1,7 @@
 import { Controller, Get, HttpCode, Inject, Res } from '@nestjs/common';
 import { HealthCheck, HealthCheckService, type HealthIndicatorResult, HealthIndicatorService } from '@nestjs/terminus';
 import type { Response } from 'express';
+import { currentWorker } from '../cluster/cluster-messages';
 import { AppInfo } from '../config/app-info';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { ConnectionRegistry } from '../gateway/connection-registry';
@@ -24,7 +25,11 @@ export class HealthController {
     private readonly hub: Hub,
     private readonly app: AppInfo,
     private readonly metrics: RealtimeMetrics,
-  ) {}
+  ) {
+    this.worker = currentWorker(config.workers);
+  }
+
+  private readonly worker: { id: number; pid: number } | undefined;
 
   @Get()
   async overview(@Res({ passthrough: true }) res: Response): Promise<Record<string, unknown>> {
@@ -39,6 +44,8 @@ export class HealthController {
       environment: this.config.NODE_ENV,
       timestamp: new Date().toISOString(),
       uptime_seconds: Math.round((Date.now() - this.state.startedAtMs) / 1000),
+      // WORKERS > 1: the worker that answered (every figure below is its own); null when one process serves.
+      worker: this.worker === undefined ? null : { ...this.worker, workers: this.config.workers },
       checks: {
         broker: this.brokerCheck(),
         shutdown: { status: this.state.shuttingDown ? 'in_progress' : 'no' },
@@ -52,6 +59,12 @@ export class HealthController {
         events_published: this.hub.publishedCount,
         last_event_age_seconds: lastEventAt === undefined ? null : (Date.now() - lastEventAt) / 1000,
         latest_position: this.hub.latestPosition,
+      },
+      history: {
+        events: this.hub.history.size,
+        bytes: this.hub.history.bytes,
+        max_bytes: this.config.HISTORY_MAX_BYTES,
+        evicted: { ...this.hub.history.evicted },
       },
     };
   }
@@ -78,10 +91,13 @@ export class HealthController {
     ]);
   }
 
-  private brokerCheck(): { status: 'up' | 'down' | 'disabled'; caught_up?: boolean; message?: string } {
+  /** `position`: the stream offset read up to; `node`: the node the stream reader is connected to. */
+  private brokerCheck(): { status: 'up' | 'down' | 'disabled'; caught_up?: boolean; message?: string; position?: number; node?: string } {
     if (!this.state.brokerConfigured) return { status: 'disabled', message: 'no RABBITMQ_URL: embedded mode' };
-    if (!this.state.brokerConnected) return { status: 'down', caught_up: false, message: 'not connected' };
-    if (!this.state.brokerCaughtUp) return { status: 'down', caught_up: false, message: 'replaying the event stream' };
-    return { status: 'up', caught_up: true };
+    const position = this.hub.latestPosition;
+    const node = this.state.brokerNode();
+    if (!this.state.brokerConnected) return { status: 'down', caught_up: false, message: 'not connected', position, node };
+    if (!this.state.brokerCaughtUp) return { status: 'down', caught_up: false, message: 'replaying the event stream', position, node };
+    return { status: 'up', caught_up: true, position, node };
   }
 }

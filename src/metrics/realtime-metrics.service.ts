@@ -7,6 +7,7 @@ import { ENDPOINT_KINDS, MetricName, type EndpointKind } from './metric-names';
 const AUTH_REASONS = ['token_required', 'token_invalid', 'token_expired', 'token_user_mismatch'] as const;
 export const DROP_REASONS = ['socket_not_writable', 'send_buffer_full', 'duplicate'] as const;
 export const DEAD_LETTER_REASONS = ['invalid_json', 'not_an_object', 'missing_type', 'unknown_channel', 'too_large'] as const;
+const EVICTION_REASONS = ['count', 'age', 'channels', 'bytes'] as const;
 export const LIMIT_NAMES = [
   'connections',
   'connections_per_user',
@@ -17,6 +18,20 @@ export const LIMIT_NAMES = [
   'auth_deadline',
   'publish_body_size',
 ] as const;
+/** `command` label of control commands: what was asked (anything else is `invalid`). */
+export const CONTROL_COMMANDS = ['stop', 'restart', 'invalid'] as const;
+/** `outcome` label: Django's answer by class, or why the command never reached Django. */
+export const CONTROL_OUTCOMES = [
+  'ok',
+  'django_refused',
+  'django_error',
+  'invalid_frame',
+  'authentication_required',
+  'rate_limited',
+  'not_configured',
+  'django_unavailable',
+] as const;
+export type ControlOutcome = (typeof CONTROL_OUTCOMES)[number];
 export type LimitName = (typeof LIMIT_NAMES)[number];
 /**
  * The `code` label values of closed connections: the codes this service sends, 1005 (a client's close frame without
@@ -56,8 +71,42 @@ export class RealtimeMetrics implements HubStats {
   readonly consumed = new Counter({ name: MetricName.BrokerConsumed, help: 'Messages consumed from the broker' });
   readonly deadLettered = new Counter({ name: MetricName.BrokerDeadLettered, help: 'Broker messages dead-lettered, by reason', labelNames: ['reason'] });
   readonly duplicates = new Counter({ name: MetricName.BrokerDuplicates, help: 'Events dropped because their message_id was seen before' });
-  readonly brokerConnected = new Gauge({ name: MetricName.BrokerConnected, help: '1 when the broker connection is up (always 0 without a broker)' });
+  // Across workers (WORKERS > 1) the minimum: 1 only when every worker is connected.
+  readonly brokerConnected = new Gauge({
+    name: MetricName.BrokerConnected,
+    help: '1 when the broker connection is up (always 0 without a broker)',
+    aggregator: 'min',
+  });
+  readonly heldSockets = new Gauge({ name: MetricName.ConnectionsWaiting, help: 'Sockets waiting for the instance to finish replaying the event stream' });
+  private history: { bytes: number; size: number; evicted: Record<string, number> } | undefined;
+  readonly historyBytes: Gauge = new Gauge({
+    name: MetricName.HistoryBytes,
+    help: 'Bytes of resume history held (frames plus per-event overhead)',
+    collect: (): void => this.historyBytes.set(this.history?.bytes ?? 0),
+  });
+  readonly historyMaxBytes = new Gauge({ name: MetricName.HistoryMaxBytes, help: 'HISTORY_MAX_BYTES: the byte budget of the resume history (0: none)' });
+  readonly historyEvents: Gauge = new Gauge({
+    name: MetricName.HistoryEvents,
+    help: 'Events held in the resume history',
+    collect: (): void => this.historyEvents.set(this.history?.size ?? 0),
+  });
+  private readonly evictionsReported: Record<string, number> = { count: 0, age: 0, channels: 0, bytes: 0 };
+  readonly historyEvictions: Counter<string> = new Counter({
+    name: MetricName.HistoryEvictions,
+    help: 'Events dropped from the resume history, by reason (count, age, channels, bytes)',
+    labelNames: ['reason'],
+    // The history counts; the counter catches up with it at each scrape.
+    collect: (): void => {
+      for (const reason of EVICTION_REASONS) {
+        const total = this.history?.evicted[reason] ?? 0;
+        const delta = total - this.evictionsReported[reason];
+        if (delta > 0) this.historyEvictions.inc({ reason }, delta);
+        this.evictionsReported[reason] = total;
+      }
+    },
+  });
   readonly publishRequests = new Counter({ name: MetricName.PublishRequests, help: 'POST /api/v1/publish requests by HTTP status', labelNames: ['status'] });
+  readonly controlCommands = new Counter({ name: MetricName.ControlCommands, help: 'control_command frames by command and outcome', labelNames: ['command', 'outcome'] });
   readonly legacyConnections = new Gauge({
     name: MetricName.LegacyConnections,
     help: 'Open WebSocket connections by endpoint kind (kept for compatibility with the dashboards of the previous service)',
@@ -84,10 +133,19 @@ export class RealtimeMetrics implements HubStats {
     for (const decision of ['allow', 'deny']) for (const source of ['token', 'cache', 'django', 'django_unreachable']) this.authz.inc({ decision, source }, 0);
     for (const source of ['broker', 'api']) this.published.inc({ source }, 0);
     for (const status of ['202', '400', '401', '413', '503']) this.publishRequests.inc({ status }, 0);
+    for (const command of CONTROL_COMMANDS) for (const outcome of CONTROL_OUTCOMES) this.controlCommands.inc({ command, outcome }, 0);
     this.consumed.inc(0);
     this.duplicates.inc(0);
     this.brokerConnected.set(0);
     this.subscribedChannels.set(0);
+    this.heldSockets.set(0);
+    for (const reason of EVICTION_REASONS) this.historyEvictions.inc({ reason }, 0);
+  }
+
+  /** Read the history's figures at each scrape (no work on the event path). */
+  watchHistory(history: { bytes: number; size: number; evicted: Record<string, number> }, maxBytes: number): void {
+    this.history = history;
+    this.historyMaxBytes.set(maxBytes);
   }
 
   connectionOpened(endpoint: EndpointKind): void {
