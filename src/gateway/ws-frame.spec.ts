@@ -33,4 +33,13 @@ describe('textFrame', () => {
     expect(other).not.toBe(first);
     expect((await decode(other)).data.toString()).toBe('{"type":"log_entry","n":1}');
   });
+
+  it('keeps every frame intact across slab boundaries (frames of 300 bytes, several slabs)', async () => {
+    const frames: [Buffer, Buffer][] = [];
+    for (let i = 0; i < 1000; i++) {
+      const payload = Buffer.from(JSON.stringify({ type: 'log_entry', seq: i, message: 'y'.repeat(250) }));
+      frames.push([payload, textFrame(payload)]);
+    }
+    for (const [payload, frame] of frames) expect((await decode(frame)).data.equals(payload)).toBe(true);
+  });
 });
