@@ -111,9 +111,16 @@ async function finish(run: Run, t0: number): Promise<void> {
 /** Waits for the socket to drain when amqplib says its buffer is full (publish returned false). */
 function drained(): Promise<void> {
   return new Promise((resolve) => {
-    if (!ch) return resolve();
-    ch.once('drain', resolve);
-    ch.once('close', resolve);
+    const c = ch;
+    if (!c) return resolve();
+    // Whichever comes first removes the other listener: prefilling waits here thousands of times.
+    const done = (): void => {
+      c.off('drain', done);
+      c.off('close', done);
+      resolve();
+    };
+    c.once('drain', done);
+    c.once('close', done);
   });
 }
 

@@ -21,6 +21,7 @@ import { capacity } from './scenarios/capacity';
 import { churn } from './scenarios/churn';
 import { fanout } from './scenarios/fanout';
 import { latency } from './scenarios/latency';
+import { startup } from './scenarios/startup';
 
 const repoRoot = resolve(__dirname, '..', '..');
 
@@ -65,6 +66,7 @@ function plan(opts: Options): [string, ScenarioRun][] {
     ],
     churn: [['churn', churn]],
     multi: [['multi', (c, k) => latency(c, k, 2)]],
+    startup: [['startup', startup]],
   };
   return opts.only.flatMap((s) => all[s]);
 }
@@ -204,7 +206,8 @@ async function main(): Promise<void> {
       const results: Results = {};
       runs.push(results);
       for (const [name, run] of plan(opts)) {
-        for (const mode of opts.modes) {
+        // The startup scenario fills its own stream: it has no fresh/history variants.
+        for (const mode of name === 'startup' ? (['fresh'] as const) : opts.modes) {
           const key = resultKey(name, mode);
           for (const kind of opts.targets) {
             ctx.mode = mode;

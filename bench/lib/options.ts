@@ -1,7 +1,7 @@
 import type { Mode } from './context';
 import type { HubKind } from './hubs';
 
-export const SCENARIOS = ['capacity', 'latency', 'fanout', 'churn', 'multi'] as const;
+export const SCENARIOS = ['capacity', 'latency', 'fanout', 'churn', 'multi', 'startup'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 /** Every knob of a run; defaults are the issue's figures, `--quick` shrinks them to a smoke run. */
@@ -45,6 +45,8 @@ export interface Options {
   churnSubscribers: number;
   churnEventRate: number;
   settleSeconds: number;
+  /** startup: events in the replay window, measured in turn (the stream grows between them). */
+  startupSizes: number[];
 }
 
 const HELP = `npm run bench -- [flags]
@@ -62,6 +64,7 @@ const HELP = `npm run bench -- [flags]
   --modes LIST           fresh,history (default both): history = the exchange pre-filled before the hub starts
   --history-events N     events pre-filled in history mode (default 200000)  --history-channels N (default 2000)
   --repeat N             run everything N times; the table shows medians (default 1)
+  --startup-sizes LIST   startup: events in the replay window (default 100000,500000,1000000)
   --service-env K=V      extra environment for the service (repeatable)
   --service-node-args S  node flags for the service, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"`;
 
@@ -100,6 +103,7 @@ export function parseOptions(argv: string[]): Options {
     churnSubscribers: quick ? 100 : 500,
     churnEventRate: quick ? 50 : 100,
     settleSeconds: quick ? 0.3 : 5,
+    startupSizes: [100_000, 500_000, 1_000_000],
   };
   const list = (v: string): string[] =>
     v
@@ -155,6 +159,9 @@ export function parseOptions(argv: string[]): Options {
         break;
       case '--connections':
         o.connections = list(v).map((x) => num(flag, x));
+        break;
+      case '--startup-sizes':
+        o.startupSizes = list(v).map((x) => num(flag, x));
         break;
       case '--connect-rate':
         o.connectRate = num(flag, v);

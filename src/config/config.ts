@@ -38,6 +38,7 @@ const EnvSchema = z.object({
   RABBITMQ_URL: optionalString,
   RABBITMQ_EXCHANGE: z.string().min(1).default('ansflow.realtime'),
   RABBITMQ_PREFETCH: int(1).max(65535).default(1000),
+  RABBITMQ_STREAM_PORT: int(1).max(65535).default(5552),
   BROKER_MAX_MESSAGE_BYTES: int(64).default(262_144),
   STREAM_MAX_AGE: z
     .string()
@@ -48,6 +49,7 @@ const EnvSchema = z.object({
   HISTORY_SIZE: int(0).default(1000),
   HISTORY_TTL_SECONDS: int(0).default(900),
   HISTORY_MAX_CHANNELS: int(1).default(20_000),
+  HISTORY_MAX_BYTES: int(0).default(134_217_728),
   DEDUP_WINDOW: int(0).default(100_000),
 
   WS_MAX_CONNECTIONS: int(1).default(19_500),

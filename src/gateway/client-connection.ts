@@ -33,7 +33,8 @@ export interface UpgradeRequest extends IncomingMessage {
   realtime?: UpgradeContext;
 }
 
-export type ConnectionState = 'pending_auth' | 'open' | 'closed';
+/** `waiting`: authenticated, waiting for its authorization or for the instance to finish a stream replay. */
+export type ConnectionState = 'pending_auth' | 'waiting' | 'open' | 'closed';
 
 /**
  * One client socket: the hub's subscriber. It writes prepared frames, and closes the socket with 4008 when the
@@ -45,6 +46,8 @@ export class ClientConnection implements Subscriber {
   readonly batch: boolean;
   readonly openedAtMs = Date.now();
   state: ConnectionState = 'pending_auth';
+  /** The instance was replaying the stream when this socket opened: it waits for the catch-up (SessionService). */
+  openedDuringReplay = false;
   principal: Principal | undefined;
   /** Channels this socket is subscribed to in the hub. */
   readonly channels = new Set<string>();

@@ -17,17 +17,20 @@ import { ServiceState } from '../health/service-state';
     {
       provide: Hub,
       inject: [APP_CONFIG, RealtimeMetrics],
-      useFactory: (config: AppConfig, metrics: RealtimeMetrics) =>
-        new Hub(
+      useFactory: (config: AppConfig, metrics: RealtimeMetrics) => {
+        const hub = new Hub(
           {
-            history: { size: config.HISTORY_SIZE, ttlMs: config.HISTORY_TTL_SECONDS * 1000, maxChannels: config.HISTORY_MAX_CHANNELS },
+            history: { size: config.HISTORY_SIZE, ttlMs: config.HISTORY_TTL_SECONDS * 1000, maxChannels: config.HISTORY_MAX_CHANNELS, maxBytes: config.HISTORY_MAX_BYTES },
             dedupWindow: config.DEDUP_WINDOW,
             batchWindowMs: config.BATCH_WINDOW_MS,
             batchMaxEvents: config.BATCH_MAX_EVENTS,
             externalPositions: config.RABBITMQ_URL !== undefined,
           },
           metrics,
-        ),
+        );
+        metrics.watchHistory(hub.history, config.HISTORY_MAX_BYTES);
+        return hub;
+      },
     },
     DjangoTokenVerifier,
     AuthGuard,

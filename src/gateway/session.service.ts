@@ -10,6 +10,7 @@ import { APP_CONFIG, type AppConfig } from '../config/config';
 import { ClientFrameType, ErrorCode, ServerFrameType } from '../hub/frame-types';
 import { Hub } from '../hub/hub';
 import { isChannel } from '../hub/hub-event';
+import { ServiceState } from '../health/service-state';
 import { RealtimeMetrics } from '../metrics/realtime-metrics.service';
 import { ClientConnection, type UpgradeRequest } from './client-connection';
 import { ConnectionRegistry } from './connection-registry';
@@ -42,6 +43,7 @@ export class SessionService {
     private readonly verifier: DjangoTokenVerifier,
     private readonly authorizer: ChannelAuthorizer,
     private readonly metrics: RealtimeMetrics,
+    private readonly state: ServiceState,
   ) {}
 
   open(endpoint: EndpointDefinition, ws: WebSocket, req: UpgradeRequest): void {
@@ -52,6 +54,8 @@ export class SessionService {
         return;
       }
       const conn = new ClientConnection(ws, ctx, this.config.WS_SEND_BUFFER_BYTES, (c) => this.tooSlow(c));
+      // Decided now, not when the socket is authorized: a replay ending in between must still hold it (untilLive).
+      conn.openedDuringReplay = !this.state.live;
       this.registry.add(conn);
       ws.on('message', (data: WebSocket.RawData, isBinary: boolean) => this.onMessage(endpoint, conn, data, isBinary));
       ws.on('pong', () => {
@@ -104,6 +108,7 @@ export class SessionService {
     const resumable = (allowed: boolean): Promise<boolean> =>
       allowed && since !== undefined ? this.hub.waitForPosition(since, RESUME_CATCH_UP_MS).then(() => allowed) : Promise.resolve(allowed);
     void this.authorizeAll(conn, channels)
+      .then((allowed) => (allowed ? this.untilLive(conn).then(() => allowed) : allowed))
       .then(resumable)
       .then((allowed) => {
         try {
@@ -123,6 +128,25 @@ export class SessionService {
           conn.close(CloseCode.InternalError, CloseReason.InternalError);
         }
       });
+  }
+
+  /**
+   * While this instance replays the stream (start-up, or catching up after a broker reconnect), a socket gets
+   * nothing yet: its `connection` frame, snapshot and subscription wait until the replay is over and then until
+   * every event published before the socket came has passed through the hub (a sync marker), so no event older than
+   * the socket reaches it as live and the position in its `connection` frame is exact (ADR 0003). Heartbeats and
+   * the close of a waiting socket work as usual.
+   */
+  private async untilLive(conn: ClientConnection): Promise<void> {
+    if (this.state.live && !conn.openedDuringReplay) return;
+    conn.state = 'waiting';
+    this.metrics.heldSockets.inc();
+    try {
+      await this.state.whenCaughtUp();
+      await this.state.sync();
+    } finally {
+      this.metrics.heldSockets.dec();
+    }
   }
 
   /** Subscribe `conn` to `channels` in the hub (replaying after `since`); returns whether the recovery was complete. */

@@ -57,6 +57,12 @@ export class HealthController {
         last_event_age_seconds: lastEventAt === undefined ? null : (Date.now() - lastEventAt) / 1000,
         latest_position: this.hub.latestPosition,
       },
+      history: {
+        events: this.hub.history.size,
+        bytes: this.hub.history.bytes,
+        max_bytes: this.config.HISTORY_MAX_BYTES,
+        evicted: { ...this.hub.history.evicted },
+      },
     };
   }
 
@@ -84,10 +90,13 @@ export class HealthController {
     return { status: ok ? 'ok' : 'error', info: up, error: down, details: checks };
   }
 
-  private brokerCheck(): { status: 'up' | 'down' | 'disabled'; caught_up?: boolean; message?: string } {
+  /** `position`: the stream offset read up to; `node`: the node the stream reader is connected to. */
+  private brokerCheck(): { status: 'up' | 'down' | 'disabled'; caught_up?: boolean; message?: string; position?: number; node?: string } {
     if (!this.state.brokerConfigured) return { status: 'disabled', message: 'no RABBITMQ_URL: embedded mode' };
-    if (!this.state.brokerConnected) return { status: 'down', caught_up: false, message: 'not connected' };
-    if (!this.state.brokerCaughtUp) return { status: 'down', caught_up: false, message: 'replaying the event stream' };
-    return { status: 'up', caught_up: true };
+    const position = this.hub.latestPosition;
+    const node = this.state.brokerNode();
+    if (!this.state.brokerConnected) return { status: 'down', caught_up: false, message: 'not connected', position, node };
+    if (!this.state.brokerCaughtUp) return { status: 'down', caught_up: false, message: 'replaying the event stream', position, node };
+    return { status: 'up', caught_up: true, position, node };
   }
 }

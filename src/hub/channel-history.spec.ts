@@ -1,4 +1,4 @@
-import { ChannelHistory } from './channel-history';
+import { ChannelHistory, EVENT_OVERHEAD_BYTES } from './channel-history';
 import type { HubEvent } from './hub-event';
 
 function ev(channel: string, position: number, receivedAtMs = Date.now()): HubEvent {
@@ -48,5 +48,35 @@ describe('ChannelHistory', () => {
     h.append(ev('b', 2)); // evicts channel a
     expect(h.since(['a'], 0).complete).toBe(false);
     expect(h.since(['a'], 1).complete).toBe(true);
+  });
+
+  it('keeps within the byte budget by dropping the oldest events across channels, and moves the floors with them', () => {
+    const cost = 2 + EVENT_OVERHEAD_BYTES; // a '{}' frame
+    const h = new ChannelHistory({ size: 100, ttlMs: 60_000, maxChannels: 10, maxBytes: 4 * cost }, 0);
+    // a:1 b:2 a:3 b:4 a:5 b:6: only the four newest fit.
+    for (let p = 1; p <= 6; p++) h.append(ev(p % 2 === 1 ? 'a' : 'b', p));
+    expect(h.bytes).toBe(4 * cost);
+    expect(h.size).toBe(4);
+    expect(h.evicted).toMatchObject({ bytes: 2, count: 0, age: 0, channels: 0 });
+    // a lost 1, b lost 2: a resume from 0 is incomplete on either; from 2 every later event is there.
+    expect(h.since(['a'], 0).complete).toBe(false);
+    expect(h.since(['b'], 1).complete).toBe(false);
+    const r = h.since(['a', 'b'], 2);
+    expect(r.complete).toBe(true);
+    expect(r.events.map((e) => e.position)).toEqual([3, 4, 5, 6]);
+  });
+
+  it('counts bytes released by the other bounds, so the budget only evicts what it must', () => {
+    const cost = 2 + EVENT_OVERHEAD_BYTES;
+    const h = new ChannelHistory({ size: 2, ttlMs: 60_000, maxChannels: 10, maxBytes: 3 * cost }, 0);
+    for (let p = 1; p <= 5; p++) h.append(ev('a', p)); // the count bound keeps 2
+    expect(h.size).toBe(2);
+    expect(h.bytes).toBe(2 * cost);
+    expect(h.evicted).toMatchObject({ count: 3, bytes: 0 });
+    h.append(ev('b', 6));
+    h.append(ev('c', 7)); // 4 events > 3: the oldest (a:4) goes
+    expect(h.evicted.bytes).toBe(1);
+    expect(h.since(['a'], 3).complete).toBe(false);
+    expect(h.since(['a'], 4)).toMatchObject({ complete: true });
   });
 });

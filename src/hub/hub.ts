@@ -87,6 +87,15 @@ export class Hub {
   }
 
   /**
+   * A stream offset that carries no event for clients (a sync marker, an invalid message): positions still move
+   * past it, so every instance that read it reports the same latest position and a resume from it is complete.
+   */
+  skipPosition(position: number): void {
+    this.history.advanceTo(position);
+    if (this.positionWaiters.size > 0) for (const w of this.positionWaiters) if (position >= w.position) w.done();
+  }
+
+  /**
    * Resolves once an event at or after `position` has passed through the hub, or after `timeoutMs`. A client
    * resuming here may come from an instance a little ahead on the stream: answered at once, its position would look
    * newer than anything this instance knows and the recovery would be refused although the events are on their way.

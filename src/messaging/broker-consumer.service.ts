@@ -1,6 +1,7 @@
 import { AmqpConnection } from '@golevelup/nestjs-rabbitmq';
 import { Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
 import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
+import { randomUUID } from 'node:crypto';
 import type { ChannelWrapper } from 'amqp-connection-manager';
 import type { Logger } from 'pino';
 import { LOGGER } from '../common/logger';
@@ -10,8 +11,14 @@ import { Hub } from '../hub/hub';
 import { RealtimeMetrics } from '../metrics/realtime-metrics.service';
 import { brokerNames, classify, DEAD_LETTER_REASON_HEADER, publishedAtMs } from './message-policy';
 
-/** How long the stream may stay quiet after (re)subscribing before the replay counts as caught up. */
-const CATCH_UP_IDLE_MS = 300;
+import { decodeRecord, type StreamRecord } from './amqp10';
+import { StreamConnection, type Chunk, type OffsetSpec, type StreamAddress } from './stream-connection';
+
+/** The header of a sync marker: a message this service writes into the stream to learn where the stream ends. */
+export const SYNC_MARKER_HEADER = 'x-ansflow-sync';
+/** Chunks the broker may send ahead of the one being handled (the stream protocol's credit). */
+const STREAM_CREDIT = 32;
+const RECONNECT_DELAY_MS = 1000;
 
 /**
  * Reads every event from the RabbitMQ stream bound to the exchange (every instance reads all of it, nobody
@@ -20,6 +27,15 @@ const CATCH_UP_IDLE_MS = 300;
  * resumes from the offset after the last one it processed, so nothing published meanwhile is lost (within the
  * stream's retention). On start it replays HISTORY_TTL_SECONDS of the stream to rebuild history and snapshots.
  *
+ * The stream is read over RabbitMQ's stream protocol (port RABBITMQ_STREAM_PORT), a chunk at a time, from one of
+ * the cluster's nodes (ADR 0003); the topology (exchange, stream, binding), the sync markers and the validator use
+ * the AMQP connection.
+ *
+ * Caught up is decided by offsets, never by clocks: after subscribing, the reader writes a sync marker (a message
+ * with a unique id, sent to the stream directly through the default exchange, so no other queue sees it) and is
+ * caught up when it reads that marker back: it has then processed everything that was in the stream when it
+ * subscribed. Works the same on an empty stream, a quiet one, and after a reconnect.
+ *
  * Dead-lettering is done once, not once per instance: a classic queue with single-active-consumer receives the
  * same messages, and whichever instance the broker makes active validates them and dead-letters the poison ones
  * with their reason. Stream readers skip poison messages silently.
@@ -27,29 +43,29 @@ const CATCH_UP_IDLE_MS = 300;
 @Injectable()
 export class BrokerConsumer implements OnApplicationBootstrap {
   private readonly names: { stream: string; validate: string; dlx: string; dlq: string };
+  private readonly addresses: StreamAddress[];
   private channel: ChannelWrapper | undefined;
-  /** The amqplib channel of the current connection (replaced on every reconnect). */
-  private current: ConfirmChannel | undefined;
-  /** The validator has its own channel: the stream's acknowledgements are batched with `multiple`, which must not
-   * cover a validator delivery whose dead letter is not confirmed yet. */
   private validatorChannel: ChannelWrapper | undefined;
   private validatorCurrent: ConfirmChannel | undefined;
-  /** The last stream delivery not yet acknowledged, and how many are pending: acks go once per event-loop turn. */
-  private ackPending: { ch: ConfirmChannel; msg: ConsumeMessage } | undefined;
-  private unacked = 0;
-  private ackScheduled = false;
-  /** The next stream offset to process; undefined until the first message (then resume from here). */
-  private nextOffset: number | undefined;
-  private subscribedAtMs = 0;
-  private lastMessageAtMs = 0;
-  private caughtUpTimer: NodeJS.Timeout | undefined;
-  private streamTag: string | undefined;
   private validateTag: string | undefined;
   private readonly inflight = new Set<Promise<unknown>>();
   private stopping = false;
-  /** The stream's last offset when this instance first subscribed (undefined: empty stream, or not probed yet). */
-  private tail: number | undefined;
-  private probed = false;
+  /** The topology has been declared once (the stream exists): the stream reader may start. */
+  private topologyReady = false;
+  private readerStarted = false;
+  private amqpConnected = false;
+  private stream: StreamConnection | undefined;
+  /** Index into `addresses` of the node to try next. */
+  private nodeIndex = 0;
+  /** The next stream offset to process; undefined until the first record (then resume from here). */
+  private nextOffset: number | undefined;
+  private subscribedAtMs = 0;
+  /** The sync marker whose return means "caught up" for the current subscription. */
+  private catchUpMarker: string | undefined;
+  /** Pending `sync()` calls: each resolves when the marker published for it is read back. */
+  private readonly markers = new Map<string, () => void>();
+  private syncWaiters: Array<() => void> = [];
+  private syncInFlight = false;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -60,21 +76,29 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     private readonly state: ServiceState,
   ) {
     this.names = brokerNames(config.RABBITMQ_EXCHANGE);
+    this.addresses = config.brokerUrls.map((u) => streamAddress(u, config.RABBITMQ_STREAM_PORT));
     state.brokerConfigured = true;
+    state.sync = () => this.sync();
+    state.brokerNode = () => this.connectedNode;
+  }
+
+  /** The node the stream reader is connected to (`host:port`), for /health; undefined when not connected. */
+  get connectedNode(): string | undefined {
+    const s = this.stream;
+    return s !== undefined && s.isOpen ? `${s.address.host}:${s.address.port}` : undefined;
   }
 
   onApplicationBootstrap(): void {
     const manager = this.amqp.managedConnection;
     manager.on('connect', () => {
-      this.state.brokerConnected = true;
-      this.metrics.brokerConnected.set(1);
-      this.logger.info('broker connected');
+      this.amqpConnected = true;
+      this.updateConnected();
+      this.logger.info('broker connected (AMQP)');
     });
     manager.on('disconnect', ({ err }: { err?: Error }) => {
-      this.state.brokerConnected = false;
-      this.state.brokerCaughtUp = false;
-      this.metrics.brokerConnected.set(0);
-      this.logger.warn({ err: err?.message }, 'broker disconnected; reconnecting');
+      this.amqpConnected = false;
+      this.updateConnected();
+      this.logger.warn({ err: err?.message }, 'broker disconnected (AMQP); reconnecting');
     });
     // Not awaited: the HTTP port and the sockets must not wait for the broker.
     this.channel = manager.createChannel({ confirm: true, setup: (ch: ConfirmChannel) => this.setup(ch) });
@@ -86,23 +110,69 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   /** Stop consuming and wait for in-flight dead-letter publications (shutdown). */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.stream?.close();
     try {
-      if (this.current !== undefined && this.streamTag !== undefined) await this.current.cancel(this.streamTag);
       if (this.validatorCurrent !== undefined && this.validateTag !== undefined) await this.validatorCurrent.cancel(this.validateTag);
     } catch {
       // The channel is already gone (broker down): nothing more will be delivered.
     }
-    this.flushAcks();
     await Promise.allSettled([...this.inflight]);
     await this.channel?.close().catch(() => undefined);
     await this.validatorChannel?.close().catch(() => undefined);
   }
 
+  /**
+   * Resolves once this instance has read a marker written to the stream after the call: every event published
+   * before the call has then passed through the hub. Calls made while a marker is on its way share the next one.
+   */
+  sync(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.syncWaiters.push(resolve);
+      this.flushSync();
+    });
+  }
+
+  private flushSync(): void {
+    if (this.syncInFlight || this.syncWaiters.length === 0 || this.stopping) return;
+    const waiters = this.syncWaiters;
+    this.syncWaiters = [];
+    this.syncInFlight = true;
+    this.publishMarker(() => {
+      this.syncInFlight = false;
+      for (const w of waiters) w();
+      this.flushSync();
+    });
+  }
+
+  /** Write a sync marker into the stream; `onRead` runs when the reader reads it back. */
+  private publishMarker(onRead: () => void): string {
+    const id = randomUUID();
+    this.markers.set(id, onRead);
+    this.sendMarker(id);
+    return id;
+  }
+
+  private sendMarker(id: string): void {
+    const channel = this.channel;
+    if (channel === undefined || this.stopping) return;
+    // Straight to the stream through the default exchange: neither the validator nor any other queue sees it.
+    // Queued by the channel while the broker is unreachable, so it is written once the connection is back.
+    channel.publish('', this.names.stream, Buffer.from('{}'), { persistent: true, headers: { [SYNC_MARKER_HEADER]: id } }).catch((err: unknown) => {
+      this.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'sync marker not confirmed; sending it again');
+      setTimeout(() => {
+        if (this.markers.has(id)) this.sendMarker(id);
+      }, RECONNECT_DELAY_MS).unref();
+    });
+  }
+
+  private updateConnected(): void {
+    const up = this.amqpConnected && this.stream !== undefined && this.stream.isOpen;
+    this.state.brokerConnected = up;
+    this.metrics.brokerConnected.set(up ? 1 : 0);
+  }
+
   private async setup(ch: ConfirmChannel): Promise<void> {
     if (this.stopping) return;
-    this.current = ch;
-    this.ackPending = undefined;
-    this.unacked = 0;
     const { stream } = this.names;
     const exchange = this.config.RABBITMQ_EXCHANGE;
     await ch.assertExchange(exchange, 'topic', { durable: true });
@@ -111,21 +181,57 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       arguments: { 'x-queue-type': 'stream', 'x-max-age': this.config.STREAM_MAX_AGE, 'x-max-length-bytes': this.config.STREAM_MAX_BYTES },
     });
     await ch.bindQueue(stream, exchange, '#');
-    // Stream consumers need a prefetch (it is their credit) and acknowledgements.
-    await ch.prefetch(this.config.RABBITMQ_PREFETCH);
-    const offset =
-      this.nextOffset !== undefined ? this.nextOffset : { '!': 'timestamp', value: Math.floor((Date.now() - this.config.HISTORY_TTL_SECONDS * 1000) / 1000) };
-    if (this.nextOffset === undefined && !this.probed) {
-      this.tail = await this.probeTail(ch, stream);
-      this.probed = true;
+    this.topologyReady = true;
+    if (!this.readerStarted) {
+      this.readerStarted = true;
+      void this.readLoop();
     }
-    this.subscribedAtMs = Date.now();
-    this.lastMessageAtMs = this.subscribedAtMs;
+  }
+
+  /** Connect to a node, subscribe, read until the connection dies; then the next node, from the next offset. */
+  private async readLoop(): Promise<void> {
+    let failures = 0;
+    while (!this.stopping) {
+      const address = this.addresses[this.nodeIndex % this.addresses.length];
+      this.nodeIndex++;
+      const node = `${address.host}:${address.port}`;
+      try {
+        const conn = await StreamConnection.open(address, { heartbeatSeconds: 5, timeoutMs: 5000, name: `${this.config.SERVICE_NAME} reader` });
+        this.stream = conn;
+        const closed = new Promise<Error | undefined>((resolve) => conn.onClose(resolve));
+        await this.subscribe(conn);
+        failures = 0;
+        this.updateConnected();
+        this.logger.info({ node }, 'stream reader connected');
+        const err = await closed;
+        this.state.brokerCaughtUp = false;
+        this.updateConnected();
+        if (this.stopping) return;
+        this.logger.warn({ node, err: err?.message }, 'stream reader disconnected; reconnecting');
+      } catch (err) {
+        this.stream?.close();
+        this.state.brokerCaughtUp = false;
+        this.updateConnected();
+        if (this.stopping) return;
+        failures++;
+        this.logger.warn({ node, err: err instanceof Error ? err.message : String(err) }, 'stream reader could not connect');
+      }
+      // Every node tried once in a row without success: wait before the next round.
+      await sleep(failures > 0 && failures % this.addresses.length === 0 ? RECONNECT_DELAY_MS : 100);
+    }
+  }
+
+  private async subscribe(conn: StreamConnection): Promise<void> {
+    const offset: OffsetSpec =
+      this.nextOffset !== undefined ? { type: 'offset', offset: this.nextOffset } : { type: 'timestamp', ms: Date.now() - this.config.HISTORY_TTL_SECONDS * 1000 };
     this.state.brokerCaughtUp = false;
-    this.watchCatchUp();
-    const s = await ch.consume(stream, (msg) => this.onStreamMessage(ch, msg), { noAck: false, arguments: { 'x-stream-offset': offset } });
-    this.streamTag = s.consumerTag;
-    this.logger.info({ stream, from: this.nextOffset ?? `${this.config.HISTORY_TTL_SECONDS}s ago` }, 'consuming the event stream');
+    this.subscribedAtMs = Date.now();
+    // A marker of an earlier subscription no longer tells where this one's tail is.
+    if (this.catchUpMarker !== undefined) this.markers.delete(this.catchUpMarker);
+    await conn.subscribe(this.names.stream, offset, STREAM_CREDIT, (chunk) => this.onChunk(conn, chunk));
+    // Everything in the stream now comes before this marker: reading it back means caught up.
+    this.catchUpMarker = this.publishMarker(() => this.caughtUp());
+    this.logger.info({ stream: this.names.stream, from: this.nextOffset ?? `${this.config.HISTORY_TTL_SECONDS}s ago` }, 'consuming the event stream');
   }
 
   /** The dead-lettering validator: a classic queue with single-active-consumer, on its own channel. */
@@ -148,68 +254,60 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.validateTag = v.consumerTag;
   }
 
-  /** Acknowledge stream deliveries once per event-loop turn (or every quarter of the prefetch), with `multiple`. */
-  private ackLater(ch: ConfirmChannel, msg: ConsumeMessage): void {
-    this.ackPending = { ch, msg };
-    if (++this.unacked >= Math.max(1, this.config.RABBITMQ_PREFETCH >> 2)) {
-      this.flushAcks();
-      return;
-    }
-    if (!this.ackScheduled) {
-      this.ackScheduled = true;
-      setImmediate(() => {
-        this.ackScheduled = false;
-        this.flushAcks();
-      });
-    }
-  }
-
-  private flushAcks(): void {
-    const pending = this.ackPending;
-    this.ackPending = undefined;
-    this.unacked = 0;
-    // A delivery of a channel that has since been replaced needs no ack: the broker forgot it with the channel.
-    if (pending === undefined || pending.ch !== this.current) return;
-    try {
-      pending.ch.ack(pending.msg, true);
-    } catch (err) {
-      this.logger.debug({ err: err instanceof Error ? err.message : String(err) }, 'stream ack failed (channel closing)');
-    }
-  }
-
-  private onStreamMessage(ch: ConfirmChannel, msg: ConsumeMessage | null): void {
-    if (msg === null) return; // consumer cancelled by the broker (stream deleted): setup runs again on reconnect
-    try {
-      const offset = Number(msg.properties.headers?.['x-stream-offset']);
-      if (!Number.isSafeInteger(offset)) {
-        this.logger.error('stream message without x-stream-offset');
-        return;
-      }
-      // A stream consumer may get the rest of a chunk before the offset it asked for: skip what was processed.
-      if (this.nextOffset !== undefined && offset < this.nextOffset) return;
+  /** One chunk: every record in offset order, synchronously; then one more chunk of credit. */
+  private onChunk(conn: StreamConnection, chunk: Chunk): void {
+    if (conn !== this.stream) return;
+    const { buf, records } = chunk;
+    for (let i = 0; i < records.length; i++) {
+      const offset = chunk.firstOffset + i;
+      // A subscription at an offset starts with the whole chunk holding it: skip what was processed.
+      if (this.nextOffset !== undefined && offset < this.nextOffset) continue;
       if (this.nextOffset === undefined) this.hub.useExternalPositions(offset - 1);
       this.nextOffset = offset + 1;
-      this.lastMessageAtMs = Date.now();
-      this.metrics.consumed.inc();
-      const c = classify(msg.fields.routingKey, msg.content, this.config.BROKER_MAX_MESSAGE_BYTES);
-      if (!c.ok) {
-        this.logger.debug({ reason: c.reason, offset }, 'skipping an invalid stream message (dead-lettered by the validator)');
-        return;
+      const r = records[i];
+      try {
+        this.onRecord(offset, r === undefined ? undefined : decodeRecord(buf, r[0], r[1]));
+      } catch (err) {
+        this.logger.error({ err, offset }, 'stream message handling failed');
       }
-      const at = publishedAtMs(msg.properties.headers, msg.properties.timestamp);
-      if (!this.state.brokerCaughtUp && at !== undefined && at >= this.subscribedAtMs - 1000) this.caughtUp();
-      const event = this.hub.publish(c.channel, c.body, {
-        messageId: typeof msg.properties.messageId === 'string' ? msg.properties.messageId : undefined,
-        position: offset,
-        // Replayed history is not live: it would swamp the latency histogram with its age.
-        publishedAtMs: this.state.brokerCaughtUp ? at : undefined,
-      });
-      if (event !== undefined) this.metrics.published.inc({ source: 'broker' });
-    } catch (err) {
-      this.logger.error({ err }, 'stream message handling failed');
-    } finally {
-      this.ackLater(ch, msg);
     }
+    conn.credit(1);
+  }
+
+  private onRecord(offset: number, rec: StreamRecord | undefined): void {
+    this.metrics.consumed.inc();
+    if (rec === undefined) {
+      this.logger.error({ offset }, 'unreadable stream record skipped');
+      this.hub.skipPosition(offset);
+      return;
+    }
+    if (rec.routingKey === '' || rec.routingKey === this.names.stream) {
+      // A sync marker (ours or another instance's): it takes an offset, like any record.
+      this.hub.skipPosition(offset);
+      const id = rec.syncId;
+      if (id !== undefined) {
+        const done = this.markers.get(id);
+        if (done !== undefined) {
+          this.markers.delete(id);
+          done();
+        }
+      }
+      return;
+    }
+    const c = classify(rec.routingKey, rec.body, this.config.BROKER_MAX_MESSAGE_BYTES);
+    if (!c.ok) {
+      this.logger.debug({ reason: c.reason, offset }, 'skipping an invalid stream message (dead-lettered by the validator)');
+      this.hub.skipPosition(offset);
+      return;
+    }
+    const caughtUp = this.state.brokerCaughtUp;
+    const event = this.hub.publish(c.channel, c.body, {
+      messageId: rec.messageId,
+      position: offset,
+      // Replayed history is not live: it would swamp the latency histogram with its age.
+      publishedAtMs: caughtUp ? publishedAtMs({ 'x-published-at-ms': rec.publishedAtHeader }, rec.timestampSeconds) : undefined,
+    });
+    if (event !== undefined) this.metrics.published.inc({ source: 'broker' });
   }
 
   private onValidateMessage(ch: ConfirmChannel, msg: ConsumeMessage | null): void {
@@ -243,58 +341,31 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     void done.finally(() => this.inflight.delete(done));
   }
 
-  /** Replay is over once a live message arrives or the stream stays quiet for a moment. */
-  private watchCatchUp(): void {
-    if (this.caughtUpTimer !== undefined) clearInterval(this.caughtUpTimer);
-    this.caughtUpTimer = setInterval(() => {
-      if (this.state.brokerCaughtUp) {
-        clearInterval(this.caughtUpTimer);
-        this.caughtUpTimer = undefined;
-      } else if (Date.now() - this.lastMessageAtMs >= CATCH_UP_IDLE_MS) this.caughtUp();
-    }, 100);
-    this.caughtUpTimer.unref();
-  }
-
-  /**
-   * The offset of the newest event in the stream, read with a short-lived consumer at offset `last` (it gets the
-   * last chunk). It tells a freshly started instance where the stream stands when its replay window holds no event:
-   * without it, every resume would be answered `recovered:false` until the next event, although nothing was missed.
-   */
-  private async probeTail(ch: ConfirmChannel, stream: string): Promise<number | undefined> {
-    let tail: number | undefined;
-    let settle: NodeJS.Timeout | undefined;
-    const done = new Promise<void>((resolve) => {
-      const timeout = setTimeout(resolve, 500);
-      settle = timeout;
-      void ch
-        .consume(
-          stream,
-          (msg) => {
-            if (msg === null) return;
-            const offset = Number(msg.properties.headers?.['x-stream-offset']);
-            if (Number.isSafeInteger(offset) && (tail === undefined || offset > tail)) tail = offset;
-            ch.ack(msg);
-            // The last chunk arrives in one go: settle shortly after its first message.
-            clearTimeout(settle);
-            settle = setTimeout(resolve, 30);
-          },
-          { noAck: false, arguments: { 'x-stream-offset': 'last' } },
-        )
-        .then(({ consumerTag }) => done.finally(() => ch.cancel(consumerTag).catch(() => undefined)));
-    });
-    await done;
-    clearTimeout(settle);
-    return tail;
-  }
-
   private caughtUp(): void {
     if (this.state.brokerCaughtUp) return;
-    if (this.nextOffset === undefined && this.tail !== undefined) {
-      // The replay window was quiet: every event up to the tail is older than the window, and every later one
-      // reaches this instance from now on.
-      this.hub.useExternalPositions(this.tail);
-    }
     this.state.brokerCaughtUp = true;
     this.logger.info({ position: this.hub.latestPosition, replayMs: Date.now() - this.subscribedAtMs }, 'event stream caught up');
+    this.state.notifyCaughtUp();
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * The stream-protocol address of a node, from its AMQP URL: same host, credentials and virtual host; the stream
+ * port (RABBITMQ_STREAM_PORT); TLS when the URL is amqps.
+ */
+export function streamAddress(amqpUrl: string, port: number): StreamAddress {
+  const u = new URL(amqpUrl);
+  const path = u.pathname.length > 1 ? decodeURIComponent(u.pathname.slice(1)) : '/';
+  return {
+    host: u.hostname.replace(/^\[|\]$/g, ''),
+    port,
+    user: u.username === '' ? 'guest' : decodeURIComponent(u.username),
+    password: u.password === '' ? 'guest' : decodeURIComponent(u.password),
+    vhost: path,
+    tls: u.protocol === 'amqps:',
+  };
 }

@@ -25,6 +25,13 @@ export const MetricName = {
   BrokerDuplicates: 'realtime_broker_duplicates_total',
   BrokerConnected: 'realtime_broker_connected',
   PublishRequests: 'realtime_publish_requests_total',
+  /** History kept for resume: bytes held (frames plus per-event overhead), the budget, events dropped by reason. */
+  HistoryBytes: 'realtime_history_bytes',
+  HistoryMaxBytes: 'realtime_history_max_bytes',
+  HistoryEvents: 'realtime_history_events',
+  HistoryEvictions: 'realtime_history_evictions_total',
+  /** Sockets whose `connection` frame waits for the instance to finish replaying the stream. */
+  ConnectionsWaiting: 'websocket_connections_waiting',
   /** Kept for today's dashboards: a gauge of open connections by endpoint kind, `status="active"`. */
   LegacyConnections: 'ansflow_websocket_connections_total',
 } as const;

@@ -7,6 +7,7 @@ import { ENDPOINT_KINDS, MetricName, type EndpointKind } from './metric-names';
 const AUTH_REASONS = ['token_required', 'token_invalid', 'token_expired', 'token_user_mismatch'] as const;
 export const DROP_REASONS = ['socket_not_writable', 'send_buffer_full', 'duplicate'] as const;
 export const DEAD_LETTER_REASONS = ['invalid_json', 'not_an_object', 'missing_type', 'unknown_channel', 'too_large'] as const;
+const EVICTION_REASONS = ['count', 'age', 'channels', 'bytes'] as const;
 export const LIMIT_NAMES = [
   'connections',
   'connections_per_user',
@@ -57,6 +58,34 @@ export class RealtimeMetrics implements HubStats {
   readonly deadLettered = new Counter({ name: MetricName.BrokerDeadLettered, help: 'Broker messages dead-lettered, by reason', labelNames: ['reason'] });
   readonly duplicates = new Counter({ name: MetricName.BrokerDuplicates, help: 'Events dropped because their message_id was seen before' });
   readonly brokerConnected = new Gauge({ name: MetricName.BrokerConnected, help: '1 when the broker connection is up (always 0 without a broker)' });
+  readonly heldSockets = new Gauge({ name: MetricName.ConnectionsWaiting, help: 'Sockets waiting for the instance to finish replaying the event stream' });
+  private history: { bytes: number; size: number; evicted: Record<string, number> } | undefined;
+  readonly historyBytes: Gauge = new Gauge({
+    name: MetricName.HistoryBytes,
+    help: 'Bytes of resume history held (frames plus per-event overhead)',
+    collect: (): void => this.historyBytes.set(this.history?.bytes ?? 0),
+  });
+  readonly historyMaxBytes = new Gauge({ name: MetricName.HistoryMaxBytes, help: 'HISTORY_MAX_BYTES: the byte budget of the resume history (0: none)' });
+  readonly historyEvents: Gauge = new Gauge({
+    name: MetricName.HistoryEvents,
+    help: 'Events held in the resume history',
+    collect: (): void => this.historyEvents.set(this.history?.size ?? 0),
+  });
+  private readonly evictionsReported: Record<string, number> = { count: 0, age: 0, channels: 0, bytes: 0 };
+  readonly historyEvictions: Counter<string> = new Counter({
+    name: MetricName.HistoryEvictions,
+    help: 'Events dropped from the resume history, by reason (count, age, channels, bytes)',
+    labelNames: ['reason'],
+    // The history counts; the counter catches up with it at each scrape.
+    collect: (): void => {
+      for (const reason of EVICTION_REASONS) {
+        const total = this.history?.evicted[reason] ?? 0;
+        const delta = total - this.evictionsReported[reason];
+        if (delta > 0) this.historyEvictions.inc({ reason }, delta);
+        this.evictionsReported[reason] = total;
+      }
+    },
+  });
   readonly publishRequests = new Counter({ name: MetricName.PublishRequests, help: 'POST /api/v1/publish requests by HTTP status', labelNames: ['status'] });
   readonly legacyConnections = new Gauge({
     name: MetricName.LegacyConnections,
@@ -104,6 +133,14 @@ export class RealtimeMetrics implements HubStats {
     this.duplicates.inc(0);
     this.brokerConnected.set(0);
     this.subscribedChannels.set(0);
+    this.heldSockets.set(0);
+    for (const reason of EVICTION_REASONS) this.historyEvictions.inc({ reason }, 0);
+  }
+
+  /** Read the history's figures at each scrape (no work on the event path). */
+  watchHistory(history: { bytes: number; size: number; evicted: Record<string, number> }, maxBytes: number): void {
+    this.history = history;
+    this.historyMaxBytes.set(maxBytes);
   }
 
   connectionOpened(endpoint: EndpointKind): void {

@@ -1,0 +1,156 @@
+import { spawn } from 'node:child_process';
+import { get } from 'node:http';
+import { join } from 'node:path';
+import type { Context, Figures } from '../lib/context';
+import type { HubKind } from '../lib/hubs';
+import { cpuSeconds, freePort, rssKb, sleep } from '../lib/proc';
+
+/** What the bench uses of the service's own stream reader (dist/messaging/*.js, built by `npm run build`). */
+interface StreamReaderModule {
+  StreamConnection: {
+    open(
+      address: { host: string; port: number; user: string; password: string; vhost: string; tls: boolean },
+      opts: { heartbeatSeconds: number; timeoutMs: number; name: string },
+    ): Promise<{
+      subscribe(stream: string, offset: { type: 'first' }, credit: number, onChunk: (c: { buf: Buffer; records: Array<[number, number] | undefined> }) => void): Promise<void>;
+      credit(n: number): void;
+      close(): void;
+    }>;
+  };
+}
+interface Amqp10Module {
+  decodeRecord(buf: Buffer, start: number, end: number): { body: Buffer } | undefined;
+}
+
+const BODY = Buffer.from(JSON.stringify({ type: 'log_entry', execution_id: 1, level: 'info', message: 'x'.repeat(200), step_name: 'build' }));
+
+/**
+ * Start-up (issue 11): with 100,000, 500,000 and 1,000,000 events in the replay window, the time from process start
+ * to `/health/ready`, the replay rate, the RSS once ready, and in the same run the bare read rate of the stream
+ * (the service's own stream-protocol reader decoding every record and parsing its JSON, nothing else). The stream is
+ * filled once, growing between sizes, with a publisher using confirms in batches of 10,000. Service only: the
+ * baseline hub has no history to rebuild.
+ */
+export async function startup(ctx: Context, kind: HubKind): Promise<Figures> {
+  if (kind !== 'service') return { skipped: 'the baseline hub replays nothing' };
+  const { opts } = ctx;
+  const sizes = opts.quick ? [20_000] : opts.startupSizes;
+  const exchange = ctx.newExchange(kind);
+  const stream = `${exchange}.stream`;
+  const conn = await ctx.broker.connection();
+  const ch = await conn.createConfirmChannel();
+  await ch.assertExchange(exchange, 'topic', { durable: true });
+  // The service's own arguments (defaults of STREAM_MAX_AGE and STREAM_MAX_BYTES), so its declaration agrees.
+  await ch.assertQueue(stream, { durable: true, arguments: { 'x-queue-type': 'stream', 'x-max-age': '24h', 'x-max-length-bytes': 2_000_000_000 } });
+  await ch.bindQueue(stream, exchange, '#');
+  const f: Figures = { event_bytes: BODY.length };
+  let filled = 0;
+  try {
+    for (const n of sizes) {
+      const t0 = Date.now();
+      while (filled < n) {
+        const end = Math.min(n, filled + 10_000);
+        for (; filled < end; filled++) {
+          const at = Date.now();
+          ch.publish(exchange, `execution.${1 + (filled % 1000)}`, BODY, { messageId: `s${filled}`, timestamp: Math.floor(at / 1000), headers: { 'x-published-at-ms': at } });
+        }
+        await ch.waitForConfirms();
+      }
+      f[`fill_rate_${n}`] = Math.round(n / ((Date.now() - t0) / 1000));
+      f[`bare_read_per_s_${n}`] = await bareRead(ctx.hubOptions.repoRoot, opts.rabbitUrl, stream, n);
+      Object.assign(f, await startOnce(ctx, exchange, n));
+    }
+  } finally {
+    await ch.close().catch(() => undefined);
+  }
+  return f;
+}
+
+/** Start the service on the filled stream; time to ready, replay rate (from its log), RSS and CPU once ready. */
+async function startOnce(ctx: Context, exchange: string, n: number): Promise<Figures> {
+  const port = await freePort();
+  const t0 = Date.now();
+  const proc = spawn(process.execPath, [join(ctx.hubOptions.repoRoot, 'dist', 'main.js')], {
+    cwd: ctx.hubOptions.repoRoot,
+    env: {
+      PATH: process.env.PATH,
+      NODE_ENV: 'production',
+      PORT: String(port),
+      RABBITMQ_URL: ctx.opts.rabbitUrl,
+      RABBITMQ_EXCHANGE: exchange,
+      DJANGO_SECRET_KEY: ctx.opts.secret,
+      LOG_LEVEL: 'info',
+      HISTORY_TTL_SECONDS: '86400',
+      ...ctx.opts.serviceEnv,
+    },
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  let replayMs: number | undefined;
+  let out = '';
+  proc.stdout?.on('data', (b: Buffer) => {
+    out += b.toString('utf8');
+    const m = /"replayMs":(\d+)/.exec(out);
+    if (m !== null) replayMs = Number(m[1]);
+    if (out.length > 1_000_000) out = out.slice(-10_000);
+  });
+  try {
+    const deadline = t0 + 600_000;
+    while ((await status(port, '/health/ready')) !== 200) {
+      if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`service not ready with ${n} events (exit ${String(proc.exitCode)})`);
+      await sleep(50);
+    }
+    const readyMs = Date.now() - t0;
+    await sleep(2000); // let the collector run once the replay is over: RSS settles
+    const pid = proc.pid ?? -1;
+    return {
+      [`ready_s_${n}`]: readyMs / 1000,
+      [`replay_s_${n}`]: (replayMs ?? NaN) / 1000,
+      [`replay_per_s_${n}`]: replayMs === undefined ? 'no replayMs in the log' : Math.round(n / (replayMs / 1000)),
+      [`rss_mb_${n}`]: Math.round(rssKb(pid) / 1024),
+      [`cpu_s_${n}`]: cpuSeconds(pid),
+    };
+  } finally {
+    proc.kill('SIGKILL');
+  }
+}
+
+/** The service's reader alone: decode every record, parse its JSON; events/s from subscribe to the n-th record. */
+async function bareRead(repoRoot: string, rabbitUrl: string, stream: string, n: number): Promise<number> {
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  const { StreamConnection } = require(join(repoRoot, 'dist', 'messaging', 'stream-connection.js')) as StreamReaderModule;
+  const amqp10 = require(join(repoRoot, 'dist', 'messaging', 'amqp10.js')) as Amqp10Module;
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  const u = new URL(rabbitUrl);
+  const c = await StreamConnection.open(
+    { host: u.hostname, port: 5552, user: decodeURIComponent(u.username || 'guest'), password: decodeURIComponent(u.password || 'guest'), vhost: '/', tls: false },
+    { heartbeatSeconds: 0, timeoutMs: 10_000, name: 'bench bare read' },
+  );
+  try {
+    const t0 = Date.now();
+    let seen = 0;
+    await new Promise<void>((resolve, reject) => {
+      c.subscribe(stream, { type: 'first' }, 32, (chunk) => {
+        for (const r of chunk.records) {
+          if (seen >= n) break;
+          seen++;
+          const rec = r === undefined ? undefined : amqp10.decodeRecord(chunk.buf, r[0], r[1]);
+          if (rec !== undefined) JSON.parse(rec.body.toString('utf8'));
+        }
+        c.credit(1);
+        if (seen >= n) resolve();
+      }).catch(reject);
+    });
+    return Math.round(n / ((Date.now() - t0) / 1000));
+  } finally {
+    c.close();
+  }
+}
+
+function status(port: number, path: string): Promise<number> {
+  return new Promise((resolve) => {
+    get({ host: '127.0.0.1', port, path, timeout: 1000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    }).on('error', () => resolve(0));
+  });
+}

@@ -1,0 +1,205 @@
+/**
+ * Just enough of the AMQP 1.0 type system to read what RabbitMQ stores in a stream for a message published over
+ * AMQP 0-9-1: the routing key (message annotation `x-routing-key`), the message id, the publisher's
+ * `x-published-at-ms` header (application properties), the AMQP timestamp (creation time) and the body (data
+ * sections). Every other section and value is skipped by its encoded size, so an unexpected type costs nothing
+ * and cannot throw (the npm stream client threw on a `long` header, the type Django's and our own publisher use).
+ */
+export interface StreamRecord {
+  routingKey: string;
+  messageId: string | undefined;
+  /** `x-published-at-ms` application property (a number, or a string of digits), else undefined. */
+  publishedAtHeader: unknown;
+  /** The AMQP 0-9-1 timestamp in seconds (stored as creation-time in ms), else undefined. */
+  timestampSeconds: number | undefined;
+  /** `x-ansflow-sync` application property: the id of a sync marker (see BrokerConsumer). */
+  syncId: string | undefined;
+  body: Buffer;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Decode one stream record (`buf[start, end)`); undefined when it is not a well-formed AMQP 1.0 message. */
+export function decodeRecord(buf: Buffer, start: number, end: number): StreamRecord | undefined {
+  const r: StreamRecord = { routingKey: '', messageId: undefined, publishedAtHeader: undefined, timestampSeconds: undefined, syncId: undefined, body: EMPTY };
+  let bodies: Buffer[] | undefined;
+  let p = start;
+  try {
+    while (p < end) {
+      // Each section is a described type: 0x00, descriptor (a small ulong code), value.
+      if (buf[p] !== 0x00) return undefined;
+      p++;
+      let code: number;
+      if (buf[p] === 0x53) {
+        code = buf[p + 1];
+        p += 2;
+      } else if (buf[p] === 0x80) {
+        code = Number(buf.readBigUInt64BE(p + 1));
+        p += 9;
+      } else {
+        p = skip(buf, p); // symbolic descriptor: unknown section
+        p = skip(buf, p);
+        continue;
+      }
+      switch (code) {
+        case 0x72: // message annotations
+          p = readMap(buf, p, (key, at) => {
+            if (key === 'x-routing-key') r.routingKey = readString(buf, at) ?? '';
+          });
+          break;
+        case 0x73: // properties: a list; message-id is field 0, creation-time field 9
+          p = readList(buf, p, (index, at) => {
+            if (index === 0) r.messageId = readString(buf, at);
+            else if (index === 9 && buf[at] === 0x83) r.timestampSeconds = Math.floor(Number(buf.readBigInt64BE(at + 1)) / 1000);
+          });
+          break;
+        case 0x74: // application properties (the AMQP 0-9-1 headers)
+          p = readMap(buf, p, (key, at) => {
+            if (key === 'x-published-at-ms') r.publishedAtHeader = readScalar(buf, at);
+            else if (key === 'x-ansflow-sync') r.syncId = readString(buf, at);
+          });
+          break;
+        case 0x75: {
+          // data: a binary; a message may carry several data sections
+          const b = readBinary(buf, p);
+          if (b === undefined) return undefined;
+          (bodies ??= []).push(b);
+          p = skip(buf, p);
+          break;
+        }
+        case 0x77: {
+          // amqp-value: a string or binary body (not what AMQP 0-9-1 produces, but cheap to accept)
+          const s = readString(buf, p);
+          const b = s !== undefined ? Buffer.from(s) : readBinary(buf, p);
+          if (b !== undefined) (bodies ??= []).push(b);
+          p = skip(buf, p);
+          break;
+        }
+        default:
+          p = skip(buf, p);
+      }
+    }
+  } catch {
+    return undefined; // truncated or malformed: out-of-range reads throw
+  }
+  if (p !== end) return undefined;
+  if (bodies !== undefined) r.body = bodies.length === 1 ? bodies[0] : Buffer.concat(bodies);
+  return r;
+}
+
+/** The position after the value that starts at `p` (its constructor byte). */
+function skip(buf: Buffer, p: number): number {
+  const c = buf[p];
+  if (c === undefined) throw new RangeError('truncated');
+  if (c === 0x00) return skip(buf, skip(buf, p + 1)); // described: descriptor, then value
+  switch (c >> 4) {
+    case 0x4:
+      return p + 1;
+    case 0x5:
+      return p + 2;
+    case 0x6:
+      return p + 3;
+    case 0x7:
+      return p + 5;
+    case 0x8:
+      return p + 9;
+    case 0x9:
+      return p + 17;
+    case 0xa:
+    case 0xc:
+    case 0xe:
+      return p + 2 + buf[p + 1];
+    case 0xb:
+    case 0xd:
+    case 0xf:
+      return p + 5 + buf.readUInt32BE(p + 1);
+    default:
+      throw new RangeError(`unknown AMQP 1.0 constructor 0x${c.toString(16)}`);
+  }
+}
+
+function readString(buf: Buffer, p: number): string | undefined {
+  const c = buf[p];
+  if (c === 0xa1 || c === 0xa3) return buf.toString('utf8', p + 2, p + 2 + buf[p + 1]);
+  if (c === 0xb1 || c === 0xb3) return buf.toString('utf8', p + 5, p + 5 + buf.readUInt32BE(p + 1));
+  return undefined;
+}
+
+function readBinary(buf: Buffer, p: number): Buffer | undefined {
+  const c = buf[p];
+  if (c === 0xa0) return buf.subarray(p + 2, p + 2 + buf[p + 1]);
+  if (c === 0xb0) return buf.subarray(p + 5, p + 5 + buf.readUInt32BE(p + 1));
+  return undefined;
+}
+
+/** A number or string header value; other types are reported as undefined. */
+function readScalar(buf: Buffer, p: number): unknown {
+  switch (buf[p]) {
+    case 0x81: // long
+    case 0x83: // timestamp
+      return Number(buf.readBigInt64BE(p + 1));
+    case 0x80: // ulong
+      return Number(buf.readBigUInt64BE(p + 1));
+    case 0x71:
+      return buf.readInt32BE(p + 1);
+    case 0x70:
+      return buf.readUInt32BE(p + 1);
+    case 0x55:
+      return buf.readInt8(p + 1);
+    case 0x53:
+    case 0x52:
+    case 0x50:
+      return buf[p + 1];
+    case 0x54:
+      return buf.readInt8(p + 1);
+    case 0x44:
+    case 0x43:
+      return 0;
+    case 0x82:
+      return buf.readDoubleBE(p + 1);
+    default:
+      return readString(buf, p);
+  }
+}
+
+/** Walk a map; `visit` gets each string/symbol key and the position of its value. Returns the end position. */
+function readMap(buf: Buffer, p: number, visit: (key: string, valueAt: number) => void): number {
+  const c = buf[p];
+  let q: number;
+  let count: number;
+  if (c === 0xc1) {
+    count = buf[p + 2];
+    q = p + 3;
+  } else if (c === 0xd1) {
+    count = buf.readUInt32BE(p + 5);
+    q = p + 9;
+  } else return skip(buf, p);
+  const end = skip(buf, p);
+  for (let i = 0; i + 1 < count; i += 2) {
+    const key = readString(buf, q);
+    q = skip(buf, q);
+    if (key !== undefined) visit(key, q);
+    q = skip(buf, q);
+  }
+  return end;
+}
+
+/** Walk a list; `visit` gets each index and the position of its value. Returns the end position. */
+function readList(buf: Buffer, p: number, visit: (index: number, valueAt: number) => void): number {
+  const c = buf[p];
+  let q: number;
+  let count: number;
+  if (c === 0xc0) {
+    count = buf[p + 2];
+    q = p + 3;
+  } else if (c === 0xd0) {
+    count = buf.readUInt32BE(p + 5);
+    q = p + 9;
+  } else return skip(buf, p); // list0 or not a list
+  const end = skip(buf, p);
+  for (let i = 0; i < count; i++) {
+    visit(i, q);
+    q = skip(buf, q);
+  }
+  return end;
+}
