@@ -22,6 +22,7 @@ import { churn } from './scenarios/churn';
 import { fanout } from './scenarios/fanout';
 import { latency } from './scenarios/latency';
 import { startup } from './scenarios/startup';
+import { workers } from './scenarios/workers';
 
 const repoRoot = resolve(__dirname, '..', '..');
 
@@ -56,6 +57,8 @@ function machine(): Figures {
 
 type ScenarioRun = (ctx: Context, kind: HubKind) => Promise<Figures>;
 
+const FRESH_ONLY = new Set(['startup', 'workers']);
+
 function plan(opts: Options): [string, ScenarioRun][] {
   const all: Record<string, [string, ScenarioRun][]> = {
     capacity: [['capacity', capacity]],
@@ -67,6 +70,7 @@ function plan(opts: Options): [string, ScenarioRun][] {
     churn: [['churn', churn]],
     multi: [['multi', (c, k) => latency(c, k, 2)]],
     startup: [['startup', startup]],
+    workers: [['workers', workers]],
   };
   return opts.only.flatMap((s) => all[s]);
 }
@@ -206,8 +210,8 @@ async function main(): Promise<void> {
       const results: Results = {};
       runs.push(results);
       for (const [name, run] of plan(opts)) {
-        // The startup scenario fills its own stream: it has no fresh/history variants.
-        for (const mode of name === 'startup' ? (['fresh'] as const) : opts.modes) {
+        // startup fills its own stream; workers compares process counts (each start would pre-fill again): fresh only.
+        for (const mode of FRESH_ONLY.has(name) ? (['fresh'] as const) : opts.modes) {
           const key = resultKey(name, mode);
           for (const kind of opts.targets) {
             ctx.mode = mode;

@@ -7,6 +7,7 @@ import { ExecutionModule } from './execution/execution.module';
 import { RealtimeCoreModule } from './gateway/realtime-core.module';
 import { HealthModule } from './health/health.module';
 import { MessagingModule } from './messaging/messaging.module';
+import { MetricsController } from './metrics/metrics.controller';
 import { MonitorModule } from './monitor/monitor.module';
 import { PipelineModule } from './pipeline/pipeline.module';
 import { ProjectModule } from './project/project.module';
@@ -22,7 +23,7 @@ export class AppModule {
       imports: [
         ConfigModule.forRoot(config, logger),
         RealtimeCoreModule,
-        PrometheusModule.register({ path: '/metrics', defaultMetrics: { enabled: true } }),
+        PrometheusModule.register({ path: '/metrics', defaultMetrics: { enabled: true }, controller: MetricsController }),
         ingest,
         HealthModule,
         MonitorModule,

@@ -7,9 +7,10 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { register } from 'prom-client';
 import { AppModule } from './app.module';
+import { currentWorker } from './cluster/cluster-messages';
 import { CloseCode, CloseReason } from './common/close-codes';
 import { createLogger, PinoNestLogger } from './common/logger';
-import { loadConfig, type AppConfig } from './config/config';
+import { loadConfig, QUICKSTART_KEY, type AppConfig } from './config/config';
 import { ConnectionRegistry } from './gateway/connection-registry';
 import { UpgradeRouterAdapter } from './gateway/upgrade-router.adapter';
 import { ServiceState } from './health/service-state';
@@ -43,9 +44,15 @@ function packageVersion(): string {
  */
 export async function bootstrap(env: NodeJS.ProcessEnv = process.env): Promise<RunningService> {
   const config = loadConfig(env, packageVersion());
-  const logger = createLogger(config.LOG_LEVEL, config.SERVICE_NAME);
+  const worker = currentWorker(config.workers);
+  // Workers of WORKERS=N share stdout: each line says which one wrote it.
+  const root = createLogger(config.LOG_LEVEL, config.SERVICE_NAME);
+  const logger = worker === undefined ? root : root.child({ worker: worker.id });
   if (config.jwtKeyGenerated) {
-    logger.warn("DJANGO_SECRET_KEY is not set: using a random key, so no token will verify (set it to Django's SECRET_KEY)");
+    logger.warn(
+      `DJANGO_SECRET_KEY is not set: using a random key, so no token will verify (set it to Django's SECRET_KEY; to try the service locally, ` +
+        `start it with DJANGO_SECRET_KEY=${QUICKSTART_KEY} and mint a token with the same variable: README, Quick start)`,
+    );
   }
   // prom-client's registry is process-wide: a test that starts the app twice must not register metrics twice.
   register.clear();
@@ -70,14 +77,28 @@ export async function bootstrap(env: NodeJS.ProcessEnv = process.env): Promise<R
   });
   const adapter = new UpgradeRouterAdapter(app);
   app.useWebSocketAdapter(adapter);
+  if (worker !== undefined) {
+    // The primary hands connections to every worker that listens, ready or not: a worker (a replacement above all,
+    // while the others serve) joins the shared port once it has caught up with the stream, so a resume never lands
+    // on a worker with an empty history; bounded, so a broker outage does not keep the port closed.
+    await app.init();
+    const state = app.get(ServiceState);
+    const deadline = Date.now() + WORKER_JOIN_WAIT_MS;
+    while (!state.ready && Date.now() < deadline) await sleep(50);
+  }
   await app.listen(config.PORT, config.HOST);
   const address = app.getHttpServer().address() as AddressInfo;
   const port = address.port;
   const url = `http://${config.HOST === '0.0.0.0' || config.HOST === '::' ? '127.0.0.1' : config.HOST}:${port}`;
   logger.info(
-    { port, host: config.HOST, broker: config.RABBITMQ_URL !== undefined, authRequired: config.AUTH_REQUIRED, authz: config.AUTHZ_MODE },
+    { port, host: config.HOST, broker: config.RABBITMQ_URL !== undefined, authRequired: config.AUTH_REQUIRED, authz: config.AUTHZ_MODE, worker: worker?.id },
     'ansflow-realtime listening',
   );
+  if (config.NODE_ENV === 'development' && !config.jwtKeyGenerated && (worker === undefined || worker.id === 1)) {
+    logger.info(
+      `development: get a token with \`npm run -s token -- --user 1 [--ttl 3600]\` (signed with the same DJANGO_SECRET_KEY); it prints the ws:// URL to open`,
+    );
+  }
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = (): Promise<void> => {
@@ -109,6 +130,9 @@ async function runShutdown(app: NestExpressApplication, adapter: UpgradeRouterAd
   http.closeAllConnections();
   logger.info({ ms: Date.now() - started, sockets: open }, 'shutdown complete');
 }
+
+/** How long a worker may wait for the stream before it joins the port anyway (WORKERS > 1). */
+const WORKER_JOIN_WAIT_MS = 15_000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());

@@ -342,7 +342,7 @@ describe('frames of the running service match docs/asyncapi.yaml', () => {
     await monitor.next('subscribed', (f) => f.execution_id === 42);
     await monitor.next('execution_status');
     await monitor.send({ type: 'control_command', command: 'stop', execution_id: 42 });
-    await monitor.next('error', (f) => f.code === 'not_supported');
+    await monitor.next('control_command_result', (f) => f.code === 'not_configured');
 
     // Events, as Django publishes them.
     const ts = new Date().toISOString();

@@ -199,6 +199,40 @@ describe('core service (embedded mode, no broker)', () => {
       c.close();
     });
 
+    it("AnsFlow's useWebSocket reading execution_status (top level, then `execution`) finds a run started before the page", async () => {
+      await svc.publish([
+        { channel: 'execution.88', event: { type: 'execution_update', execution_id: 88, pipeline_id: 4, status: 'running', pipeline_name: 'deploy', trigger_type: 'manual', total_steps: 3, message: 'Deploying' } },
+        { channel: 'execution.88', event: { type: 'step_progress', execution_id: 88, step_id: 1, step_name: 'checkout', status: 'running', output: 'Cloning' } },
+        { channel: 'execution.88', event: { type: 'step_progress', execution_id: 88, step_id: 1, step_name: 'checkout', status: 'success', execution_time: 1.5 } },
+        { channel: 'execution.88', event: { type: 'step_progress', execution_id: 88, step_id: 2, step_name: 'test', status: 'failed', error_message: 'exit 1' } },
+        { channel: 'execution.88', event: { type: 'step_progress', execution_id: 88, step_id: 3, step_name: 'deploy', status: 'running' } },
+      ]);
+      const page = await TestClient.connect(svc.ws(`/ws/execution/88?token=${token}`));
+      // The page sends get_status as soon as the socket opens: both the greeting snapshot and the reply must read right.
+      page.send({ type: 'get_status' });
+      const greeting = await page.next('execution_status');
+      const reply = await page.next('execution_status');
+      for (const frame of [greeting, reply]) {
+        const seen = readAsUseWebSocket(frame);
+        expect(seen).toEqual({
+          status: 'running',
+          pipelineName: 'deploy',
+          totalSteps: 3,
+          successfulSteps: 1,
+          failedSteps: 1,
+          message: 'Deploying',
+          steps: [
+            { stepId: 1, stepName: 'checkout', status: 'success', executionTime: 1.5, output: 'Cloning', errorMessage: undefined },
+            { stepId: 2, stepName: 'test', status: 'failed', executionTime: undefined, output: undefined, errorMessage: 'exit 1' },
+            { stepId: 3, stepName: 'deploy', status: 'running', executionTime: undefined, output: undefined, errorMessage: undefined },
+          ],
+        });
+        // Every field Django published for the execution is kept, not only the listed ones.
+        expect(frame).toMatchObject({ trigger_type: 'manual', pipeline_id: 4, data: { trigger_type: 'manual', status: 'running' } });
+      }
+      page.close();
+    });
+
     it('answers subscribe with subscribed (and subscription_confirmed on pipeline)', async () => {
       const e = await TestClient.connect(svc.ws(`/ws/execution/5?token=${token}`));
       e.send({ type: 'subscribe', events: ['log_entry'] });
@@ -301,3 +335,30 @@ describe('AUTH_REQUIRED=false', () => {
     expect(await c.closedWith()).toEqual({ code: 4001, reason: 'token_expired' });
   });
 });
+
+/**
+ * How AnsFlow's execution page reads an `execution_status` frame (frontend/src/hooks/useWebSocket.ts, which its
+ * PipelineExecutionWebSocket hands the whole frame): the frame's own fields first, then an `execution` object's;
+ * never `data`. Re-expressed here, field by field, to test the service against it.
+ */
+function readAsUseWebSocket(frame: Record<string, unknown>): Record<string, unknown> {
+  const execData = (frame.execution ?? frame) as Record<string, unknown>;
+  const pick = (key: string): unknown => frame[key] ?? execData[key];
+  const steps = (frame.steps ?? execData.steps) as Record<string, unknown>[] | undefined;
+  return {
+    status: execData.status ?? frame.status,
+    pipelineName: pick('pipeline_name'),
+    totalSteps: pick('total_steps'),
+    successfulSteps: pick('successful_steps'),
+    failedSteps: pick('failed_steps'),
+    message: pick('message'),
+    steps: (steps ?? []).map((step, index) => ({
+      stepId: step.id ?? index,
+      stepName: step.name ?? step.step_name,
+      status: step.status ?? 'pending',
+      executionTime: step.execution_time,
+      output: step.output ?? step.logs,
+      errorMessage: step.error_message,
+    })),
+  };
+}

@@ -101,7 +101,9 @@ export class Hub {
     proc.stdout?.pipe(log);
     proc.stderr?.pipe(log);
     const hub = new Hub(kind, port, proc, probeFile);
-    await hub.waitHealthy(30_000);
+    // Generous: with WORKERS > 1 every worker boots Nest at once and joins the port only once caught up with the
+    // stream, which takes more than 30 s on a loaded 2-core machine.
+    await hub.waitHealthy(120_000);
     return hub;
   }
 

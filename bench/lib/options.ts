@@ -1,7 +1,7 @@
 import type { Mode } from './context';
 import type { HubKind } from './hubs';
 
-export const SCENARIOS = ['capacity', 'latency', 'fanout', 'churn', 'multi', 'startup'] as const;
+export const SCENARIOS = ['capacity', 'latency', 'fanout', 'churn', 'multi', 'startup', 'workers'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 /** Every knob of a run; defaults are the issue's figures, `--quick` shrinks them to a smoke run. */

@@ -124,6 +124,13 @@ const ROWS: Row[] = [
   { scenario: 'multi', key: 'reordered', label: '2 instances: out of order', target: zero },
   { scenario: 'multi', key: 'delivered_instance_1', label: 'deliveries via instance 1' },
   { scenario: 'multi', key: 'delivered_instance_2', label: 'deliveries via instance 2' },
+  { scenario: 'workers', key: 'deliveries_per_s_1w', label: 'fan-out deliveries/s, WORKERS=1' },
+  { scenario: 'workers', key: 'deliveries_per_s_2w', label: 'fan-out deliveries/s, WORKERS=2 (baseline: 1 process)' },
+  { scenario: 'workers', key: 'speedup_2w', label: 'WORKERS=2 / WORKERS=1 (×)' },
+  { scenario: 'workers', key: 'cpu_s_per_100k_1w', label: 'WORKERS=1: server CPU s / 100k deliveries' },
+  { scenario: 'workers', key: 'cpu_s_per_100k_2w', label: 'WORKERS=2: server CPU s / 100k (all processes)' },
+  { scenario: 'workers', key: 'server_cpu_share_2w', label: 'WORKERS=2: server CPU share (cores)' },
+  { scenario: 'workers', key: 'missing_2w', label: 'WORKERS=2: missing', target: zero },
   ...probeRows('multi', '2 instances (worst): '),
 ];
 

@@ -92,20 +92,54 @@ export interface SystemStatusFrame {
 export interface ExecutionSnapshot {
   execution_id: number;
   status: ExecutionStatus;
-  pipeline_name: string;
+  /** Null until an event named the pipeline. */
+  pipeline_name: string | null;
   steps: StepEntry[];
   total_steps: number;
+  /** Steps in a final state. */
   completed_steps: number;
+  successful_steps: number;
+  failed_steps: number;
   /** The running step, or null. */
   current_step: StepEntry | string | null;
+  /** Seconds, once Django sent it. */
+  execution_time: number | null;
+  /** Django's latest message about the execution, when it sent one. */
+  message?: string;
   timestamp: string;
+  /** Every other field Django published for the execution (latest value). */
+  [field: string]: unknown;
 }
 
-/** The execution's current state: on connect, after recovery, in reply to `get_status`. */
-export interface ExecutionStatusFrame {
+/**
+ * The execution's current state: on connect, after recovery, in reply to `get_status`. The snapshot is under
+ * `data` and also at the top level (where AnsFlow's own page reads it).
+ */
+export type ExecutionStatusFrame = ExecutionSnapshot & {
   type: 'execution_status';
   data: ExecutionSnapshot;
-  timestamp?: string;
+  /** The latest position the instance knows. */
+  position?: number;
+};
+
+/** The one reply to a `control_command` (stop / restart). */
+export interface ControlCommandResultFrame {
+  type: 'control_command_result';
+  command: Open<'stop' | 'restart'> | null;
+  execution_id: number | null;
+  /** Django carried the command out (2xx). */
+  ok: boolean;
+  /** Django's HTTP status, or null when the command did not reach Django (see `code`). */
+  status: number | null;
+  /** Django's message, when ok. */
+  message?: string;
+  /** Django's error (or `detail`), or why the service refused the command. */
+  error?: string;
+  /** Why the command did not reach Django (or Django did not answer), when `status` is null. */
+  code?: Open<'invalid_frame' | 'authentication_required' | 'rate_limited' | 'not_configured' | 'django_unavailable'>;
+  /** restart: the execution Django created. */
+  new_execution_id?: number;
+  timestamp: string;
 }
 
 export interface PongFrame {
@@ -138,7 +172,7 @@ export interface AuthenticatedFrame {
 
 export interface ErrorFrame {
   type: 'error';
-  code: Open<'invalid_json' | 'invalid_frame' | 'unknown_type' | 'too_many_subscriptions' | 'forbidden' | 'not_supported'>;
+  code: Open<'invalid_json' | 'invalid_frame' | 'unknown_type' | 'too_many_subscriptions' | 'forbidden'>;
   message: string;
   timestamp: string;
 }
@@ -226,6 +260,7 @@ export interface ServerEvents {
   subscription_confirmed: SubscriptionConfirmedFrame;
   unsubscribed: UnsubscribedFrame;
   authenticated: AuthenticatedFrame;
+  control_command_result: ControlCommandResultFrame;
   error: ErrorFrame;
 }
 
@@ -247,4 +282,5 @@ export type ClientFrame =
   | { type: 'get_status' }
   | { type: 'subscribe_execution'; executionId: number; since?: number }
   | { type: 'unsubscribe_execution'; executionId: number }
-  | { type: 'control_command'; command: string; execution_id: number };
+  /** On an execution socket `execution_id` may be left out (the path's); the monitor needs it. */
+  | { type: 'control_command'; command: 'stop' | 'restart'; execution_id?: number };

@@ -9,6 +9,7 @@
  */
 import {
   RealtimeClient,
+  type ControlCommandResultFrame,
   type ExecutionSnapshot,
   type ExecutionUpdateEvent,
   type LogEntryEvent,
@@ -75,7 +76,16 @@ const ui = {
   steps: byId<HTMLOListElement>('steps'),
   stepsEmpty: byId('steps-empty'),
   log: byId('log'),
+  stop: byId<HTMLButtonElement>('stop'),
+  restart: byId<HTMLButtonElement>('restart'),
+  controlResult: byId('control-result'),
 };
+
+/** Statuses Django accepts a cancel in (pending, running) and a retry in (failed, cancelled). */
+const STOPPABLE = new Set(['pending', 'starting', 'running']);
+const RESTARTABLE = new Set(['failed', 'cancelled', 'timeout']);
+/** The command waiting for its `control_command_result`: the buttons stay disabled meanwhile. */
+let pendingCommand: string | null = null;
 
 const steps = new Map<string, StepView>();
 let totalSteps = 0;
@@ -171,6 +181,36 @@ function renderStatus(): void {
   ui.status.dataset.status = executionStatus;
   ui.elapsed.textContent = executionTime === null ? '–' : formatSeconds(executionTime);
   document.title = `${executionStatus} · ${ui.pipelineName.textContent ?? 'Pipeline'} · AnsFlow`;
+  renderControls();
+}
+
+function renderControls(): void {
+  ui.stop.disabled = pendingCommand !== null || !STOPPABLE.has(executionStatus);
+  ui.restart.disabled = pendingCommand !== null || !RESTARTABLE.has(executionStatus);
+}
+
+/** Stop / Restart: the service forwards the command to Django as this user; Django's answer comes back. */
+function sendCommand(command: 'stop' | 'restart'): void {
+  if (!client.send({ type: 'control_command', command })) {
+    showResult(false, 'Not connected');
+    return;
+  }
+  pendingCommand = command;
+  showResult(null, command === 'stop' ? 'Stopping…' : 'Restarting…');
+  renderControls();
+}
+
+function showResult(ok: boolean | null, text: string): void {
+  ui.controlResult.textContent = text;
+  if (ok === null) delete ui.controlResult.dataset.ok;
+  else ui.controlResult.dataset.ok = String(ok);
+}
+
+function applyControlResult(result: ControlCommandResultFrame): void {
+  pendingCommand = null;
+  const text = result.ok ? (result.message ?? 'Done') : (result.error ?? result.code ?? 'Refused');
+  showResult(result.ok, result.status === null ? text : `${text} (${result.status})`);
+  renderControls();
 }
 
 function applySteps(entries: StepEntry[]): void {
@@ -266,6 +306,12 @@ function showConnection(change: StateChange): void {
       text = `Disconnected (${change.reason ?? String(change.code)})`;
       break;
   }
+  if (change.state !== 'open' && pendingCommand !== null) {
+    // The answer would have come on the socket that just went away: let the user try again.
+    pendingCommand = null;
+    showResult(false, 'Connection lost before the answer');
+    renderControls();
+  }
   ui.connection.className = `conn ${css}`;
   ui.connection.dataset.state = css;
   ui.connectionText.textContent = text;
@@ -281,6 +327,9 @@ client.on('execution_status', (frame) => applySnapshot(frame.data));
 client.on('execution_update', applyUpdate);
 client.on('step_progress', applyStep);
 client.on('log_entry', appendLog);
+client.on('control_command_result', applyControlResult);
+ui.stop.addEventListener('click', () => sendCommand('stop'));
+ui.restart.addEventListener('click', () => sendCommand('restart'));
 client.on('recoveryFailed', () => {
   // The snapshot that follows restores status and steps; log lines published meanwhile are gone for good.
   appendLine('notice', [['msg', '… some log lines were not retained while disconnected; status reloaded']]);

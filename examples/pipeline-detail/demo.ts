@@ -6,7 +6,7 @@
  * through the broker instead of the embedded hub), DEMO_LINE_DELAY_MS (default 300).
  */
 import { randomBytes } from 'node:crypto';
-import { PageServer, mintToken } from './server';
+import { PageServer, mintToken, type ControlRequest } from './server';
 import { ServiceProcess } from './service';
 import { PipelineSimulator } from './simulator';
 
@@ -24,6 +24,8 @@ async function main(): Promise<void> {
     AUTH_REQUIRED: 'true',
     LOG_LEVEL: 'warn',
     ALLOWED_ORIGINS: `http://127.0.0.1:${pagePort},http://localhost:${pagePort}`,
+    // Stop / Restart go to Django's execution actions; the page server stands in for them.
+    DJANGO_API_URL: `http://127.0.0.1:${pagePort}`,
   };
   if (process.env.RABBITMQ_URL) env.RABBITMQ_URL = process.env.RABBITMQ_URL;
   const service = new ServiceProcess({ port: servicePort, env, echo: true });
@@ -33,6 +35,7 @@ async function main(): Promise<void> {
   await pages.start();
 
   let running = false;
+  let current: PipelineSimulator | null = null;
   const runOnce = (): void => {
     if (running) return;
     running = true;
@@ -42,6 +45,7 @@ async function main(): Promise<void> {
       executionId: EXECUTION_ID,
       lineDelayMs: Number(process.env.DEMO_LINE_DELAY_MS ?? 300),
     });
+    current = simulator;
     console.log(`▶ simulated run of execution ${EXECUTION_ID} started`);
     simulator
       .run()
@@ -53,6 +57,12 @@ async function main(): Promise<void> {
   };
   // Start when someone is watching: a run that finished before the page opened would show no log.
   pages.on('page', () => setTimeout(runOnce, 1000));
+  // Playing Django's part after its cancel / retry action: the run stops, or runs again.
+  pages.on('control', (request: ControlRequest) => {
+    console.log(`■ ${request.action} of execution ${request.executionId} by user ${String(request.userId)}`);
+    if (request.action === 'cancel') current?.cancel();
+    else runOnce();
+  });
 
   const token = mintToken(secret);
   const page = `${pages.url}/?execution=${EXECUTION_ID}&ws=${encodeURIComponent(service.wsUrl)}&token=${token}`;

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { extname, join, normalize, sep } from 'node:path';
-import { sign } from 'jsonwebtoken';
+import { sign, verify } from 'jsonwebtoken';
 import { repoRoot } from './service';
 
 /** A simplejwt-shaped access token for `userId`, valid `ttlSeconds` (negative: already expired). */
@@ -32,9 +32,20 @@ export interface PageServerOptions {
   tokenTtlSeconds?: number;
 }
 
+/** A stop or restart that reached the stand-in for Django's execution actions. */
+export interface ControlRequest {
+  executionId: number;
+  action: 'cancel' | 'retry';
+  userId: unknown;
+}
+
+const CONTROL_PATH = /^\/api\/v1\/cicd\/executions\/(\d+)\/(cancel|retry)\/$/;
+
 /**
  * Emits `page` when the page itself is requested and `token` each time `/token` mints one (the tests count
- * refreshes with it).
+ * refreshes with it). It also stands in for Django's `POST /api/v1/cicd/executions/{id}/cancel/` and `/retry/`
+ * (point the service's DJANGO_API_URL here): it checks the bearer token, answers as AnsFlow does (200 / 201) and
+ * emits `control` with a ControlRequest, so that the demo can play Django's part and stop or rerun the run.
  */
 export class PageServer extends EventEmitter {
   private server: Server | null = null;
@@ -72,6 +83,11 @@ export class PageServer extends EventEmitter {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    const control = CONTROL_PATH.exec(path);
+    if (control !== null && req.method === 'POST') {
+      this.control(req, res, Number(control[1]), control[2] === 'cancel' ? 'cancel' : 'retry');
+      return;
+    }
     if (path === '/token') {
       this.tokensMinted++;
       this.emit('token');
@@ -93,6 +109,25 @@ export class PageServer extends EventEmitter {
     }
     if (path === '/' || path === '/index.html') this.emit('page');
     res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-cache' }).end(body);
+  }
+
+  private control(req: IncomingMessage, res: ServerResponse, executionId: number, action: 'cancel' | 'retry'): void {
+    const json = (status: number, body: unknown): void => {
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    };
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    let userId: unknown;
+    try {
+      const claims = verify(token ?? '', this.options.secret, { algorithms: ['HS256'] });
+      userId = typeof claims === 'object' ? claims.user_id : undefined;
+    } catch {
+      json(401, { detail: 'Given token not valid for any token type' });
+      return;
+    }
+    this.emit('control', { executionId, action, userId } satisfies ControlRequest);
+    // The demo reruns the same execution id (AnsFlow's retry creates a new one).
+    if (action === 'cancel') json(200, { message: 'Pipeline execution cancelled successfully', execution: { id: executionId, status: 'cancelled' } });
+    else json(201, { message: 'Pipeline execution retried successfully', execution: { id: executionId, status: 'pending' } });
   }
 
   /** URL path → file, confined to the page's folder and the built client. */

@@ -141,6 +141,7 @@ type Event = Record<string, unknown> & { type: string };
 export class PipelineSimulator extends EventEmitter {
   readonly lines: PublishedLine[] = [];
   private stopped = false;
+  private cancelled = false;
   private readonly runId = `sim-${randomBytes(6).toString('hex')}`;
   private sequence = 0;
 
@@ -150,6 +151,11 @@ export class PipelineSimulator extends EventEmitter {
 
   stop(): void {
     this.stopped = true;
+  }
+
+  /** What Django does after a successful cancel: the run stops at its next line and publishes `cancelled`. */
+  cancel(): void {
+    this.cancelled = true;
   }
 
   async run(): Promise<void> {
@@ -170,6 +176,13 @@ export class PipelineSimulator extends EventEmitter {
 
     await update('running', 0);
     await this.log('info', `Execution #${this.options.executionId} of ${PIPELINE_NAME} started (trigger: push to main by alice)`, null, 'pipeline');
+    const cancelledAt = async (step: StepScript, index: number): Promise<void> => {
+      status.set(step.id, 'cancelled');
+      await this.stepProgress(step, 'cancelled', null, '');
+      await update('cancelled', index);
+      await this.log('warning', `Execution #${this.options.executionId} cancelled`, null, 'pipeline');
+      this.emit('done');
+    };
     for (const [index, step] of STEPS.entries()) {
       if (this.stopped) return;
       status.set(step.id, 'running');
@@ -177,6 +190,7 @@ export class PipelineSimulator extends EventEmitter {
       await this.log('info', `Starting step ${index + 1}/${STEPS.length}: ${step.name}`, step.name, 'step');
       for (const line of step.lines) {
         if (this.stopped) return;
+        if (this.cancelled) return cancelledAt(step, index);
         await this.pause();
         const failed = line.startsWith('!');
         await this.log(failed ? 'error' : 'info', failed ? line.slice(1) : line, step.name, 'step_output');

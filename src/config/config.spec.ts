@@ -35,4 +35,26 @@ describe('loadConfig', () => {
     expect(loadConfig({}).brokerUrls).toEqual([]);
     expect(() => loadConfig({ RABBITMQ_URL: 'amqp://a:5672,http://b' })).toThrow(/RABBITMQ_URL/);
   });
+
+  it('takes DJANGO_API_URL as an http(s) base URL and names a bad one', () => {
+    expect(loadConfig({ DJANGO_API_URL: 'http://django:8000' }).DJANGO_API_URL).toBe('http://django:8000');
+    expect(loadConfig({}).DJANGO_API_URL).toBeUndefined();
+    expect(() => loadConfig({ DJANGO_API_URL: 'django:8000' })).toThrow(/DJANGO_API_URL/);
+    expect(() => loadConfig({ CONTROL_MAX_PER_SECOND: '0' })).toThrow(/CONTROL_MAX_PER_SECOND/);
+  });
+
+  it('resolves WORKERS (a number, or auto = the cores available) and requires a broker for more than one', () => {
+    expect(loadConfig({}).workers).toBe(1);
+    expect(loadConfig({ WORKERS: '3', RABBITMQ_URL: 'amqp://a' }).workers).toBe(3);
+    expect(loadConfig({ WORKERS: 'auto', RABBITMQ_URL: 'amqp://a' }).workers).toBeGreaterThanOrEqual(1);
+    expect(() => loadConfig({ WORKERS: '0', RABBITMQ_URL: 'amqp://a' })).toThrow(/WORKERS: must be auto or a whole number/);
+    expect(() => loadConfig({ WORKERS: 'many', RABBITMQ_URL: 'amqp://a' })).toThrow(/WORKERS/);
+    expect(() => loadConfig({ WORKERS: '2' })).toThrow(/WORKERS: more than one worker \(or auto\) requires RABBITMQ_URL/);
+  });
+
+  it('refuses the quick start keys in production', () => {
+    expect(loadConfig({ DJANGO_SECRET_KEY: 'dev-only-not-a-secret' }).jwtKey).toBe('dev-only-not-a-secret');
+    expect(() => loadConfig({ NODE_ENV: 'production', DJANGO_SECRET_KEY: 'dev-only-not-a-secret' })).toThrow(/DJANGO_SECRET_KEY/);
+    expect(() => loadConfig({ NODE_ENV: 'production', DJANGO_SECRET_KEY: 'x'.repeat(40), PUBLISH_API_KEY: 'dev-only-publish-key' })).toThrow(/PUBLISH_API_KEY/);
+  });
 });

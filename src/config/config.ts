@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { availableCores } from '../cluster/available-cores';
 
 const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'must be true or false' }).transform((v) => v === 'true' || v === '1' || v === 'yes');
 const int = (min: number) => z.coerce.number().int().min(min);
@@ -7,6 +8,10 @@ const optionalString = z
   .string()
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
+
+/** The keys the README's quick start exports for local use: accepted in development and tests, refused in production. */
+export const QUICKSTART_KEY = 'dev-only-not-a-secret';
+export const QUICKSTART_PUBLISH_KEY = 'dev-only-publish-key';
 
 /** Signing keys that must never be accepted outside tests (Django's template default and friends). */
 const PLACEHOLDER_KEYS = new Set(['', 'changeme', 'change-me', 'secret', 'your-secret-key', 'django-insecure']);
@@ -21,6 +26,11 @@ const EnvSchema = z.object({
   PORT: int(0).max(65535).default(8001),
   HOST: z.string().min(1).default('0.0.0.0'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  WORKERS: z
+    .string()
+    .trim()
+    .regex(/^(auto|[1-9]\d{0,2})$/, 'must be auto or a whole number from 1 to 999')
+    .default('1'),
 
   DJANGO_SECRET_KEY: optionalString,
   JWT_ALGORITHM: z.enum(['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512']).default('HS256'),
@@ -72,6 +82,10 @@ const EnvSchema = z.object({
   AUTHZ_TIMEOUT_MS: int(50).default(2000),
   AUTHZ_FAIL_OPEN: bool.default(false),
 
+  DJANGO_API_URL: optionalString,
+  CONTROL_TIMEOUT_MS: int(50).default(5000),
+  CONTROL_MAX_PER_SECOND: int(1).default(3),
+
   SHUTDOWN_TIMEOUT_MS: int(100).default(10_000),
 });
 
@@ -84,6 +98,8 @@ export interface AppConfig extends Omit<Env, 'DJANGO_SECRET_KEY' | 'ALLOWED_ORIG
   jwtKeyGenerated: boolean;
   /** `undefined` = any origin; otherwise the exact origins allowed to open a browser socket. */
   allowedOrigins: Set<string> | undefined;
+  /** WORKERS resolved: processes serving the port (1 = one process, no cluster; `auto` = availableCores()). */
+  workers: number;
   /** RABBITMQ_URL split at commas: the addresses of one cluster's nodes (empty: embedded mode, no broker). */
   brokerUrls: string[];
   version: string;
@@ -115,6 +131,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, version = '0.0.
       problems.push('DJANGO_SECRET_KEY: required (Django SECRET_KEY that signs the access tokens); placeholder values are refused');
       jwtKey = '';
     } else {
+      if (e.NODE_ENV === 'production' && e.DJANGO_SECRET_KEY === QUICKSTART_KEY) {
+        problems.push('DJANGO_SECRET_KEY: the README quick start key is for trying the service locally, never in production');
+      }
       jwtKey = e.DJANGO_SECRET_KEY;
     }
   } else if (e.JWT_VERIFYING_KEY === undefined) {
@@ -125,6 +144,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, version = '0.0.
   }
   if (e.PUBLISH_API_KEY !== undefined && e.PUBLISH_API_KEY.length < 8) {
     problems.push('PUBLISH_API_KEY: at least 8 characters');
+  }
+  if (e.DJANGO_API_URL !== undefined && !/^https?:\/\/[^/?#]+/.test(e.DJANGO_API_URL)) {
+    problems.push('DJANGO_API_URL: must start with http:// or https:// (Django\'s base URL, e.g. http://django:8000)');
+  }
+  if (e.NODE_ENV === 'production' && e.PUBLISH_API_KEY === QUICKSTART_PUBLISH_KEY) {
+    problems.push('PUBLISH_API_KEY: the README quick start key is for trying the service locally, never in production');
   }
   if (e.AUTHZ_MODE === 'django' && e.AUTHZ_DJANGO_URL === undefined) {
     problems.push('AUTHZ_DJANGO_URL: required with AUTHZ_MODE=django');
@@ -137,6 +162,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, version = '0.0.
   for (const u of brokerUrls) {
     if (!/^amqps?:\/\/[^/?#]+/.test(u)) problems.push('RABBITMQ_URL: each comma-separated address must start with amqp:// or amqps://');
   }
+  // Without a broker every worker would have its own hub: an event published to one worker's API would reach only
+  // that worker's sockets. With one, each worker reads the whole stream, as separate instances do.
+  if (e.WORKERS !== '1' && brokerUrls.length === 0) problems.push('WORKERS: more than one worker (or auto) requires RABBITMQ_URL');
   if (problems.length > 0) throw new ConfigError(problems);
 
   const { DJANGO_SECRET_KEY: _secret, ALLOWED_ORIGINS, ...rest } = e;
@@ -146,6 +174,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, version = '0.0.
     jwtKey,
     jwtKeyGenerated,
     brokerUrls,
+    workers: e.WORKERS === 'auto' ? availableCores() : Number(e.WORKERS),
     allowedOrigins:
       ALLOWED_ORIGINS === undefined || ALLOWED_ORIGINS.trim() === '*'
         ? undefined

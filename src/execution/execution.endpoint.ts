@@ -1,9 +1,11 @@
 import { Injectable } from '@nestjs/common';
 import type { ClientConnection } from '../gateway/client-connection';
 import { connectionFrame, type ClientFrame, type EndpointDefinition } from '../gateway/endpoint';
-import { ServerFrameType } from '../hub/frame-types';
+import { ClientFrameType } from '../hub/frame-types';
+import { executionStatusFrame } from '../hub/execution-snapshots';
 import { Hub } from '../hub/hub';
 import { AppInfo } from '../config/app-info';
+import { ExecutionControl } from '../control/execution-control.service';
 
 /** `/ws/execution/{id}`: one pipeline execution; the page gets the current snapshot first. */
 @Injectable()
@@ -13,6 +15,7 @@ export class ExecutionEndpoint implements EndpointDefinition {
   constructor(
     private readonly hub: Hub,
     private readonly app: AppInfo,
+    private readonly control: ExecutionControl,
   ) {}
 
   channels(conn: ClientConnection): string[] {
@@ -29,10 +32,18 @@ export class ExecutionEndpoint implements EndpointDefinition {
     if (recovered !== true) this.sendStatus(conn);
   }
 
-  handleFrame(conn: ClientConnection, frame: ClientFrame): boolean {
-    if (frame.type !== 'get_status') return false;
-    this.sendStatus(conn);
-    return true;
+  async handleFrame(conn: ClientConnection, frame: ClientFrame): Promise<boolean> {
+    switch (frame.type) {
+      case ClientFrameType.GetStatus:
+        this.sendStatus(conn);
+        return true;
+      case ClientFrameType.ControlCommand:
+        // The execution page's Stop / Restart: the execution is the path's.
+        await this.control.handle(conn, frame, { pathId: idOf(conn) });
+        return true;
+      default:
+        return false;
+    }
   }
 
   subscribedExtras(conn: ClientConnection): Record<string, unknown> {
@@ -40,7 +51,7 @@ export class ExecutionEndpoint implements EndpointDefinition {
   }
 
   private sendStatus(conn: ClientConnection): void {
-    conn.sendJson({ type: ServerFrameType.ExecutionStatus, data: this.hub.snapshots.get(idOf(conn)), position: this.hub.latestPosition });
+    conn.sendJson(executionStatusFrame(this.hub.snapshots.get(idOf(conn)), this.hub.latestPosition));
   }
 }
 

@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { APP_PROTOCOL, AuthGuard, BEARER_PROTOCOL_PREFIX } from '../auth/auth.guard';
+import { currentWorker } from '../cluster/cluster-messages';
 import { AuthError } from '../auth/principal';
 import { CloseCode, CloseReason, type CloseCodeValue } from '../common/close-codes';
 import { LOGGER, redactUrl } from '../common/logger';
@@ -23,6 +24,8 @@ interface Route {
 }
 
 const ID = /^[1-9]\d{0,15}$/;
+/** Response header of the upgrade naming the worker that accepted the socket (WORKERS > 1). */
+export const WORKER_HEADER = 'X-Ansflow-Worker';
 
 /**
  * Routes WebSocket upgrades by path pattern (`@nestjs/platform-ws` matches gateway paths exactly, which cannot
@@ -69,6 +72,11 @@ export class UpgradeRouterAdapter extends AbstractWsAdapter {
       maxPayload: this.config.WS_MAX_FRAME_BYTES,
       handleProtocols: (offered: Set<string>) => selectProtocol(offered),
     });
+    const worker = currentWorker(this.config.workers);
+    if (worker !== undefined) {
+      // WORKERS > 1: which worker holds the socket, for whoever debugs a deployment (and the tests); no frame changes.
+      server.on('headers', (headers: string[]) => headers.push(`${WORKER_HEADER}: ${worker.id}`));
+    }
     this.routes.push({ kind, hasId, server, pattern: new RegExp(`^/ws/${kind}${hasId ? '/([^/]*)' : ''}/?$`) });
     this.listen();
     return server;

@@ -1,5 +1,6 @@
 import { Controller, Get, HttpCode, Inject, Res } from '@nestjs/common';
 import type { Response } from 'express';
+import { currentWorker } from '../cluster/cluster-messages';
 import { AppInfo } from '../config/app-info';
 import { APP_CONFIG, type AppConfig } from '../config/config';
 import { ConnectionRegistry } from '../gateway/connection-registry';
@@ -28,7 +29,11 @@ export class HealthController {
     private readonly hub: Hub,
     private readonly app: AppInfo,
     private readonly metrics: RealtimeMetrics,
-  ) {}
+  ) {
+    this.worker = currentWorker(config.workers);
+  }
+
+  private readonly worker: { id: number; pid: number } | undefined;
 
   @Get()
   async overview(@Res({ passthrough: true }) res: Response): Promise<Record<string, unknown>> {
@@ -43,6 +48,8 @@ export class HealthController {
       environment: this.config.NODE_ENV,
       timestamp: new Date().toISOString(),
       uptime_seconds: Math.round((Date.now() - this.state.startedAtMs) / 1000),
+      // WORKERS > 1: the worker that answered (every figure below is its own); null when one process serves.
+      worker: this.worker === undefined ? null : { ...this.worker, workers: this.config.workers },
       checks: {
         broker: this.brokerCheck(),
         shutdown: { status: this.state.shuttingDown ? 'in_progress' : 'no' },

@@ -14,6 +14,8 @@ export const ServerFrameType = {
   Authenticated: 'authenticated',
   Recovery: 'recovery',
   Batch: 'batch',
+  /** The answer to one `control_command` (stop/restart), refused here or relayed from Django. */
+  ControlCommandResult: 'control_command_result',
   Error: 'error',
 } as const;
 
@@ -50,5 +52,12 @@ export const ErrorCode = {
   UnknownType: 'unknown_type',
   TooManySubscriptions: 'too_many_subscriptions',
   Forbidden: 'forbidden',
-  NotSupported: 'not_supported',
+  /** `control_command` on an anonymous socket: Django acts as the socket's user, so there must be one. */
+  AuthenticationRequired: 'authentication_required',
+  /** More `control_command` frames per second than a socket may send. */
+  RateLimited: 'rate_limited',
+  /** `control_command` while DJANGO_API_URL is not set. */
+  NotConfigured: 'not_configured',
+  /** Django did not answer a `control_command` (unreachable, or slower than CONTROL_TIMEOUT_MS). */
+  DjangoUnavailable: 'django_unavailable',
 } as const;

@@ -25,6 +25,8 @@ export const MetricName = {
   BrokerDuplicates: 'realtime_broker_duplicates_total',
   BrokerConnected: 'realtime_broker_connected',
   PublishRequests: 'realtime_publish_requests_total',
+  /** `control_command` frames by command and outcome. */
+  ControlCommands: 'realtime_control_commands_total',
   /** History kept for resume: bytes held (frames plus per-event overhead), the budget, events dropped by reason. */
   HistoryBytes: 'realtime_history_bytes',
   HistoryMaxBytes: 'realtime_history_max_bytes',
@@ -32,6 +34,9 @@ export const MetricName = {
   HistoryEvictions: 'realtime_history_evictions_total',
   /** Sockets whose `connection` frame waits for the instance to finish replaying the stream. */
   ConnectionsWaiting: 'websocket_connections_waiting',
+  /** WORKERS > 1 only, from the primary process: workers serving, and workers replaced after they died. */
+  Workers: 'realtime_workers',
+  WorkerRestarts: 'realtime_worker_restarts_total',
   /** Kept for today's dashboards: a gauge of open connections by endpoint kind, `status="active"`. */
   LegacyConnections: 'ansflow_websocket_connections_total',
 } as const;

@@ -18,6 +18,20 @@ export const LIMIT_NAMES = [
   'auth_deadline',
   'publish_body_size',
 ] as const;
+/** `command` label of control commands: what was asked (anything else is `invalid`). */
+export const CONTROL_COMMANDS = ['stop', 'restart', 'invalid'] as const;
+/** `outcome` label: Django's answer by class, or why the command never reached Django. */
+export const CONTROL_OUTCOMES = [
+  'ok',
+  'django_refused',
+  'django_error',
+  'invalid_frame',
+  'authentication_required',
+  'rate_limited',
+  'not_configured',
+  'django_unavailable',
+] as const;
+export type ControlOutcome = (typeof CONTROL_OUTCOMES)[number];
 export type LimitName = (typeof LIMIT_NAMES)[number];
 /**
  * The `code` label values of closed connections: the codes this service sends, 1005 (a client's close frame without
@@ -57,7 +71,12 @@ export class RealtimeMetrics implements HubStats {
   readonly consumed = new Counter({ name: MetricName.BrokerConsumed, help: 'Messages consumed from the broker' });
   readonly deadLettered = new Counter({ name: MetricName.BrokerDeadLettered, help: 'Broker messages dead-lettered, by reason', labelNames: ['reason'] });
   readonly duplicates = new Counter({ name: MetricName.BrokerDuplicates, help: 'Events dropped because their message_id was seen before' });
-  readonly brokerConnected = new Gauge({ name: MetricName.BrokerConnected, help: '1 when the broker connection is up (always 0 without a broker)' });
+  // Across workers (WORKERS > 1) the minimum: 1 only when every worker is connected.
+  readonly brokerConnected = new Gauge({
+    name: MetricName.BrokerConnected,
+    help: '1 when the broker connection is up (always 0 without a broker)',
+    aggregator: 'min',
+  });
   readonly heldSockets = new Gauge({ name: MetricName.ConnectionsWaiting, help: 'Sockets waiting for the instance to finish replaying the event stream' });
   private history: { bytes: number; size: number; evicted: Record<string, number> } | undefined;
   readonly historyBytes: Gauge = new Gauge({
@@ -87,6 +106,7 @@ export class RealtimeMetrics implements HubStats {
     },
   });
   readonly publishRequests = new Counter({ name: MetricName.PublishRequests, help: 'POST /api/v1/publish requests by HTTP status', labelNames: ['status'] });
+  readonly controlCommands = new Counter({ name: MetricName.ControlCommands, help: 'control_command frames by command and outcome', labelNames: ['command', 'outcome'] });
   readonly legacyConnections = new Gauge({
     name: MetricName.LegacyConnections,
     help: 'Open WebSocket connections by endpoint kind (kept for compatibility with the dashboards of the previous service)',
@@ -129,6 +149,7 @@ export class RealtimeMetrics implements HubStats {
     for (const decision of ['allow', 'deny']) for (const source of ['token', 'cache', 'django', 'django_unreachable']) this.authz.inc({ decision, source }, 0);
     for (const source of ['broker', 'api']) this.published.inc({ source }, 0);
     for (const status of ['202', '400', '401', '413', '503']) this.publishRequests.inc({ status }, 0);
+    for (const command of CONTROL_COMMANDS) for (const outcome of CONTROL_OUTCOMES) this.controlCommands.inc({ command, outcome }, 0);
     this.consumed.inc(0);
     this.duplicates.inc(0);
     this.brokerConnected.set(0);

@@ -5,6 +5,8 @@ import type { ClientConnection } from '../gateway/client-connection';
 import { ConnectionRegistry } from '../gateway/connection-registry';
 import { connectionFrame, now, type ClientFrame, type EndpointDefinition } from '../gateway/endpoint';
 import { SessionService } from '../gateway/session.service';
+import { ExecutionControl } from '../control/execution-control.service';
+import { executionStatusFrame } from '../hub/execution-snapshots';
 import { ErrorCode, ServerFrameType } from '../hub/frame-types';
 import { Hub } from '../hub/hub';
 import { RealtimeMetrics } from '../metrics/realtime-metrics.service';
@@ -26,6 +28,7 @@ export class MonitorEndpoint implements EndpointDefinition {
     private readonly sessions: SessionService,
     private readonly registry: ConnectionRegistry,
     private readonly metrics: RealtimeMetrics,
+    private readonly control: ExecutionControl,
   ) {}
 
   channels(): string[] {
@@ -57,8 +60,8 @@ export class MonitorEndpoint implements EndpointDefinition {
         return true;
       }
       case 'control_command':
-        // Stopping or restarting an execution changes state: that is Django's API, with its permission checks.
-        this.sessions.sendError(conn, ErrorCode.NotSupported, "control_command is not handled here: call Django's execution API");
+        // The layout's monitor client names the execution in the frame.
+        await this.control.handle(conn, frame, 'frame');
         return true;
       default:
         return false;
@@ -92,7 +95,7 @@ export class MonitorEndpoint implements EndpointDefinition {
       return;
     }
     if (result.status === 'ok' && result.recovered !== true) {
-      conn.sendJson({ type: ServerFrameType.ExecutionStatus, data: this.hub.snapshots.get(id), position: this.hub.latestPosition });
+      conn.sendJson(executionStatusFrame(this.hub.snapshots.get(id), this.hub.latestPosition));
     }
   }
 }

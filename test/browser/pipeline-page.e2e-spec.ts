@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect as amqpConnect } from 'amqplib';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { PageServer, mintToken } from '../../examples/pipeline-detail/server';
+import { PageServer, mintToken, type ControlRequest } from '../../examples/pipeline-detail/server';
 import { freePort, repoRoot, ServiceProcess } from '../../examples/pipeline-detail/service';
 import { PipelineSimulator, STEPS } from '../../examples/pipeline-detail/simulator';
 
@@ -56,6 +56,8 @@ async function startStack(env: Record<string, string>): Promise<Stack> {
       AUTH_REQUIRED: 'true',
       LOG_LEVEL: 'warn',
       ALLOWED_ORIGINS: `http://127.0.0.1:${pagePort}`,
+      // The page server stands in for Django's cancel / retry actions.
+      DJANGO_API_URL: `http://127.0.0.1:${pagePort}`,
       ...env,
     },
   });
@@ -216,13 +218,12 @@ describe('pipeline detail page', () => {
     await page.goto(pageUrl(stack, executionId, mintToken(SECRET)));
     await waitForAttribute(page, '#connection', 'data-state', 'open');
 
-    const simulator = new PipelineSimulator({ serviceUrl: stack.service.url, publishKey: PUBLISH_KEY, executionId, lineDelayMs: 40 });
-    const run = simulator.run();
-
     // What the page showed at each step change, recorded in the page as it happens: asserting on it afterwards
-    // does not depend on catching a short-lived state with a poll.
+    // does not depend on catching a short-lived state with a poll. Installed before the run starts: on a loaded
+    // machine the first step could otherwise finish before the recorder is in place.
     await page.evaluate(RECORD_TIMELINE);
-    await run;
+    const simulator = new PipelineSimulator({ serviceUrl: stack.service.url, publishKey: PUBLISH_KEY, executionId, lineDelayMs: 40 });
+    await simulator.run();
     await waitForAttribute(page, '#status', 'data-status', 'success');
     await waitForLines(page, simulator.lines.length);
     expect(await shownLines(page)).toEqual(expectedLines(simulator));
@@ -251,6 +252,44 @@ describe('pipeline detail page', () => {
     // The committed screenshot is refreshed on demand (UPDATE_SCREENSHOT=1), so a test run leaves the tree clean.
     const shot = process.env.UPDATE_SCREENSHOT === '1' ? join(ROOT, 'docs', 'screenshot-pipeline-detail.png') : join(tmpdir(), `pipeline-detail-${process.pid}.png`);
     await page.screenshot({ path: shot });
+  });
+
+  it('Stop cancels the run through Django and shows the answer; Restart then runs it again', async () => {
+    const stack = await startStack({});
+    const { page, pages } = stack;
+    const executionId = 43;
+    await page.goto(pageUrl(stack, executionId, mintToken(SECRET)));
+    await waitForAttribute(page, '#connection', 'data-state', 'open');
+    expect(await page.locator('#stop').isDisabled()).toBe(true);
+
+    let simulator = new PipelineSimulator({ serviceUrl: stack.service.url, publishKey: PUBLISH_KEY, executionId, lineDelayMs: 200 });
+    const runs = [simulator.run()];
+    const requests: ControlRequest[] = [];
+    // Playing Django: a cancel stops the run (which publishes `cancelled`), a retry starts another.
+    pages.on('control', (request: ControlRequest) => {
+      requests.push(request);
+      if (request.action === 'cancel') simulator.cancel();
+      else {
+        simulator = new PipelineSimulator({ serviceUrl: stack.service.url, publishKey: PUBLISH_KEY, executionId, lineDelayMs: 200 });
+        runs.push(simulator.run());
+      }
+    });
+    await waitForAttribute(page, '#status', 'data-status', 'running');
+    await page.locator('#stop:not([disabled])').click({ timeout: 30_000 });
+    await waitForAttribute(page, '#control-result', 'data-ok', 'true');
+    expect(await page.locator('#control-result').textContent()).toBe('Pipeline execution cancelled successfully (200)');
+    expect(requests).toEqual([{ executionId, action: 'cancel', userId: 1 }]);
+    // The new state arrives the usual way, through the events Django publishes.
+    await waitForAttribute(page, '#status', 'data-status', 'cancelled');
+    expect(await page.locator('#steps li[data-status="cancelled"]').count()).toBe(1);
+    expect(await page.locator('#stop').isDisabled()).toBe(true);
+
+    await page.locator('#restart:not([disabled])').click({ timeout: 30_000 });
+    await page.locator('#control-result', { hasText: 'Pipeline execution retried successfully (201)' }).waitFor({ timeout: 30_000 });
+    expect(requests.map((r) => r.action)).toEqual(['cancel', 'retry']);
+    await waitForAttribute(page, '#status', 'data-status', 'running');
+    simulator.stop();
+    await Promise.all(runs);
   });
 
   it('shows every log line exactly once after the service restarts mid-run (history kept in RabbitMQ)', async () => {

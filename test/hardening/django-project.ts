@@ -32,11 +32,19 @@ async function freePort(): Promise<number> {
   });
 }
 
+/** A request the test cancel/retry views received (the Authorization header as sent). */
+export interface ControlCall {
+  execution: number;
+  action: 'cancel' | 'retry';
+  authorization: string;
+}
+
 /**
  * A minimal Django project around the integration module, as its README says to mount it: settings with the
  * module's MODELS pointing at the test app, `path("", include("ansflow_realtime.urls"))`, a SQLite file, served by
  * `runserver` in a child process. `test_admin` is a test-only view (never part of the module) that changes
- * memberships instantly, so cache-TTL tests do not wait for a Python start-up between steps.
+ * memberships instantly, so cache-TTL tests do not wait for a Python start-up between steps. The cancel and retry
+ * views stand in for AnsFlow's `PipelineExecutionViewSet` actions (same URLs, status checks and answers).
  */
 export class DjangoProject {
   private child: ChildProcess | undefined;
@@ -72,26 +80,90 @@ ANSFLOW_REALTIME = {
       join(this.dir, 'hardening_urls.py'),
       `
 import json
+import threading
+import time
 from django.http import JsonResponse
 from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
 
+# Test-only state: per-execution delays of the cancel/retry views, the calls they received.
+SLOW = {}
+CALLS = []
+LOCK = threading.Lock()
+
 
 @csrf_exempt
 def test_admin(request):
-    """Test-only: {"add"|"remove": [project_id, user_id]} changes a membership."""
-    from realtime_testapp.models import Membership
+    """Test-only: {"add"|"remove": [project_id, user_id]} changes a membership; {"status": [execution_id, status]}
+    sets an execution's status; {"slow": [execution_id, seconds]} delays its cancel/retry. Answers the calls the
+    cancel/retry views received so far."""
+    from realtime_testapp.models import Membership, PipelineExecution
     body = json.loads(request.body)
     if "add" in body:
         Membership.objects.get_or_create(project_id=body["add"][0], user_id=body["add"][1])
     if "remove" in body:
         Membership.objects.filter(project_id=body["remove"][0], user_id=body["remove"][1]).delete()
-    return JsonResponse({"ok": True})
+    if "status" in body:
+        PipelineExecution.objects.filter(pk=body["status"][0]).update(status=body["status"][1])
+    if "slow" in body:
+        SLOW[body["slow"][0]] = body["slow"][1]
+    with LOCK:
+        calls = list(CALLS)
+    return JsonResponse({"ok": True, "calls": calls})
+
+
+def _execution_action(request, pk, verb, allowed, act):
+    """What AnsFlow's PipelineExecutionViewSet cancel/retry actions do, on the test app's models: simplejwt
+    authentication (401), the object permission (403 here: a user outside the project), the status check (400
+    with {"error": ...}), then the action."""
+    from ansflow_realtime.authz import default_can_read
+    from ansflow_realtime.views import _authenticate_bearer
+    from realtime_testapp.models import PipelineExecution
+    if request.method != "POST":
+        return JsonResponse({"detail": 'Method "%s" not allowed.' % request.method}, status=405)
+    with LOCK:
+        CALLS.append({"execution": pk, "action": verb, "authorization": request.headers.get("Authorization", "")})
+    time.sleep(SLOW.get(pk, 0))
+    user = _authenticate_bearer(request)
+    if user is None:
+        return JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
+    execution = PipelineExecution.objects.filter(pk=pk).first()
+    if execution is None:
+        return JsonResponse({"detail": "Not found."}, status=404)
+    if not default_can_read(user, "execution", execution.pk):
+        return JsonResponse({"detail": "You do not have permission to perform this action."}, status=403)
+    if execution.status not in allowed:
+        return JsonResponse({"error": 'Cannot %s execution with status "%s"' % (verb, execution.status)}, status=400)
+    return act(execution)
+
+
+def _cancel(execution):
+    execution.status = "cancelled"
+    execution.save(update_fields=["status"])
+    return JsonResponse({"message": "Pipeline execution cancelled successfully", "execution": {"id": execution.pk, "status": execution.status}})
+
+
+def _retry(execution):
+    from realtime_testapp.models import PipelineExecution
+    new = PipelineExecution.objects.create(pipeline=execution.pipeline, status="pending")
+    return JsonResponse({"message": "Pipeline execution retried successfully", "execution": {"id": new.pk, "status": new.status}}, status=201)
+
+
+@csrf_exempt
+def cancel(request, pk):
+    return _execution_action(request, pk, "cancel", ("pending", "running"), _cancel)
+
+
+@csrf_exempt
+def retry(request, pk):
+    return _execution_action(request, pk, "retry", ("failed", "cancelled"), _retry)
 
 
 urlpatterns = [
     path("", include("ansflow_realtime.urls")),
     path("test-admin", test_admin),
+    path("api/v1/cicd/executions/<int:pk>/cancel/", cancel),
+    path("api/v1/cicd/executions/<int:pk>/retry/", retry),
 ]
 `,
     );
@@ -146,9 +218,15 @@ urlpatterns = [
     );
   }
 
-  async admin(body: { add?: [number, number]; remove?: [number, number] }): Promise<void> {
+  get baseUrl(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Test-only changes (memberships, an execution's status, a slow execution); returns the cancel/retry calls seen. */
+  async admin(body: { add?: [number, number]; remove?: [number, number]; status?: [number, string]; slow?: [number, number] }): Promise<ControlCall[]> {
     const res = await fetch(`http://127.0.0.1:${this.port}/test-admin`, { method: 'POST', body: JSON.stringify(body) });
     if (res.status !== 200) throw new Error(`test-admin answered ${res.status}`);
+    return ((await res.json()) as { calls: ControlCall[] }).calls;
   }
 
   async stop(): Promise<void> {

@@ -20,7 +20,8 @@ const TOKEN_OTHER = mintToken({ userId: OTHER_USER });
 const TOKEN_EXPIRED = mintToken({ userId: USER, expiresIn: -60 });
 
 type Kind = 'execution' | 'pipeline' | 'project' | 'monitor' | 'system';
-const PATHS: Record<Kind, string> = { execution: '/ws/execution/11', pipeline: '/ws/pipeline/12', project: '/ws/project/13', monitor: '/ws/monitor', system: '/ws/system' };
+const EXECUTION_PATH_ID = 11;
+const PATHS: Record<Kind, string> = { execution: `/ws/execution/${EXECUTION_PATH_ID}`, pipeline: '/ws/pipeline/12', project: '/ws/project/13', monitor: '/ws/monitor', system: '/ws/system' };
 
 /** What the service must do with one text frame: its first reply (type and error code), or a close. */
 type Outcome = { reply: string; code?: string } | { close: number; reason?: string };
@@ -49,6 +50,15 @@ function expectedFor(kind: Kind, frame: unknown): Outcome {
     }
   }
   if (kind === 'execution' && frame.type === ClientFrameType.GetStatus) return { reply: 'execution_status' };
+  if ((kind === 'execution' || kind === 'monitor') && frame.type === ClientFrameType.ControlCommand) {
+    // One control_command_result; the fuzzed service has no DJANGO_API_URL, so a well-formed command is not_configured.
+    const result = (code: string): Outcome => ({ reply: 'control_command_result', code });
+    if (frame.command !== 'stop' && frame.command !== 'restart') return result('invalid_frame');
+    const id = frame.execution_id ?? frame.executionId ?? undefined;
+    if (kind === 'monitor' && !validExecutionId(id)) return result('invalid_frame');
+    if (kind === 'execution' && id !== undefined && !(validExecutionId(id) && Number(id) === EXECUTION_PATH_ID)) return result('invalid_frame');
+    return result('not_configured');
+  }
   if (kind === 'monitor') {
     if (frame.type === ClientFrameType.SubscribeExecution) {
       const id = frame.executionId ?? frame.execution_id;
@@ -58,7 +68,6 @@ function expectedFor(kind: Kind, frame: unknown): Outcome {
       return { reply: 'subscribed' };
     }
     if (frame.type === ClientFrameType.UnsubscribeExecution) return validExecutionId(frame.executionId ?? frame.execution_id) ? { reply: 'unsubscribed' } : invalid;
-    if (frame.type === ClientFrameType.ControlCommand) return { reply: 'error', code: 'not_supported' };
   }
   if (frame.type === ClientFrameType.Subscribe) return validEvents(frame.events) ? { reply: 'subscribed' } : invalid;
   if (frame.type === ClientFrameType.Unsubscribe) return validEvents(frame.events) ? { reply: 'unsubscribed' } : invalid;
@@ -146,7 +155,7 @@ async function outcomeOf(c: TestClient, kind: Kind, expected: Outcome, send: () 
     if (c.closed !== undefined) return { close: c.closed.code, reason: c.closed.reason };
     return { reply: 'none' };
   }
-  return { reply: first.type, ...(first.type === 'error' ? { code: first.code as string } : {}) };
+  return { reply: first.type, ...(first.type === 'error' || first.type === 'control_command_result' ? { code: first.code as string } : {}) };
 }
 
 function matches(expected: Outcome, got: Outcome, closed: { code: number; reason: string } | undefined): boolean {
@@ -161,7 +170,7 @@ describe('hostile WebSocket input', () => {
   let sockets: Sockets;
 
   beforeAll(async () => {
-    svc = await startService({ WS_MAX_FRAME_BYTES: String(FRAME_LIMIT), WS_MAX_FRAMES_PER_SECOND: '100000', MONITOR_MAX_SUBSCRIPTIONS: '100000', AUTH_FRAME_TIMEOUT_MS: '300', PUBLISH_MAX_BODY_BYTES: '4096' });
+    svc = await startService({ WS_MAX_FRAME_BYTES: String(FRAME_LIMIT), WS_MAX_FRAMES_PER_SECOND: '100000', MONITOR_MAX_SUBSCRIPTIONS: '100000', CONTROL_MAX_PER_SECOND: '100000', AUTH_FRAME_TIMEOUT_MS: '300', PUBLISH_MAX_BODY_BYTES: '4096' });
     sockets = new Sockets(svc);
   });
   afterEach(async () => {

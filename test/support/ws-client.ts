@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import WebSocket from 'ws';
 
 export type Frame = Record<string, unknown> & { type: string };
@@ -8,10 +9,13 @@ export type Frame = Record<string, unknown> & { type: string };
 export class TestClient {
   readonly frames: Frame[] = [];
   closed: { code: number; reason: string } | undefined;
+  /** The headers of the server's 101 response (e.g. X-Ansflow-Worker with WORKERS > 1). */
+  upgradeHeaders: IncomingHttpHeaders = {};
   private cursor = 0;
   private waiters: (() => void)[] = [];
 
   private constructor(readonly ws: WebSocket) {
+    ws.once('upgrade', (res) => (this.upgradeHeaders = res.headers));
     ws.on('message', (data: WebSocket.RawData) => {
       this.frames.push(JSON.parse(Buffer.isBuffer(data) ? data.toString('utf8') : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]).toString('utf8')) as Frame);
       this.wake();
