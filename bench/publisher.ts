@@ -111,9 +111,16 @@ async function finish(run: Run, t0: number): Promise<void> {
 /** Waits for the socket to drain when amqplib says its buffer is full (publish returned false). */
 function drained(): Promise<void> {
   return new Promise((resolve) => {
-    if (!ch) return resolve();
-    ch.once('drain', resolve);
-    ch.once('close', resolve);
+    const c = ch;
+    if (!c) return resolve();
+    // Whichever comes first removes the other listener: prefilling waits here thousands of times.
+    const done = (): void => {
+      c.off('drain', done);
+      c.off('close', done);
+      resolve();
+    };
+    c.once('drain', done);
+    c.once('close', done);
   });
 }
 
@@ -168,6 +175,60 @@ async function closedLoop(cmd: Extract<PublisherCommand, { cmd: 'closed-loop' }>
   await finish(run, t0);
 }
 
+/** Unconfirmed publications allowed in flight while prefilling (enough to keep the broker busy). */
+const PREFILL_WINDOW = 5000;
+
+/**
+ * The history of a deployed instance, published before the hub starts: `events` `log_entry` events round-robin
+ * over `execution.1..channels`, with publisher confirms, as fast as the broker confirms them. They carry no `seq`
+ * and no `sent_at_ns`, so a client that ever received one would not count it as a measured event.
+ */
+async function prefill(cmd: Extract<PublisherCommand, { cmd: 'prefill' }>): Promise<void> {
+  await ensureChannel();
+  const confirm = ch;
+  if (!confirm) throw new Error('publisher not open');
+  await confirm.assertExchange(cmd.exchange, 'topic', { durable: true });
+  const t0 = nowMs();
+  let bytes = 0;
+  let nacked = 0;
+  let inFlight = 0;
+  let error: string | undefined;
+  let wake: (() => void) | undefined;
+  const settled = (err: unknown): void => {
+    if (err) nacked++;
+    inFlight--;
+    wake?.();
+  };
+  for (let k = 0; k < cmd.events; k++) {
+    while (inFlight >= PREFILL_WINDOW && error === undefined) await new Promise<void>((r) => (wake = r));
+    const id = (k % cmd.channels) + 1;
+    const body = Buffer.from(
+      JSON.stringify({
+        type: 'log_entry',
+        execution_id: id,
+        level: 'info',
+        message: `history line ${Math.floor(k / cmd.channels) + 1} of execution ${id}: compiling module ${k % 97} of the build`,
+        step_name: 'build',
+        source: 'step_output',
+      }),
+    );
+    bytes += body.length;
+    inFlight++;
+    try {
+      const sentMs = nowMs();
+      const flushed = confirm.publish(cmd.exchange, `execution.${id}`, body, { contentType: 'application/json', headers: { 'x-published-at-ms': Math.floor(sentMs) } }, settled);
+      if (!flushed) await drained();
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+      break;
+    }
+  }
+  const deadline = Date.now() + CONFIRM_TIMEOUT_MS;
+  while (inFlight > 0 && error === undefined && Date.now() < deadline) await new Promise<void>((r) => setTimeout(r, 20));
+  if (inFlight > 0) error ??= `no publisher confirms within ${CONFIRM_TIMEOUT_MS} ms`;
+  send({ ev: 'prefilled', events: cmd.events, bytes, elapsedMs: nowMs() - t0, nacked, error });
+}
+
 let brokerUrl = '';
 
 /** (Re)connects when there is no open channel: RabbitMQ may have been restarted since the last run. */
@@ -216,6 +277,11 @@ process.on('message', (msg: PublisherCommand) => {
       break;
     case 'closed-loop':
       closedLoop(msg).catch(failed);
+      break;
+    case 'prefill':
+      prefill(msg).catch((err: unknown) =>
+        send({ ev: 'prefilled', events: 0, bytes: 0, elapsedMs: 0, nacked: 0, error: err instanceof Error ? err.message : String(err) }),
+      );
       break;
     case 'progress':
       // Already the minimum over every worker's sockets (the orchestrator combines the reports).

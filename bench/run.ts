@@ -11,11 +11,12 @@ import type amqp from 'amqplib';
 import { Broker } from './lib/broker';
 import { Child } from './lib/children';
 import { Context, type Figures, type Publisher, type Worker } from './lib/context';
+import type { Options } from './lib/options';
 import { Hub, type HubKind } from './lib/hubs';
 import { machineLoad, sleep } from './lib/proc';
 import type { PublisherCommand, PublisherReply, WorkerCommand, WorkerReply } from './lib/ipc';
-import { parseOptions, type Options } from './lib/options';
-import { renderTable, tableRows, type Results } from './lib/report';
+import { parseOptions } from './lib/options';
+import { medianResults, renderTable, resultKey, tableRows, type Results } from './lib/report';
 import { capacity } from './scenarios/capacity';
 import { churn } from './scenarios/churn';
 import { fanout } from './scenarios/fanout';
@@ -56,6 +57,8 @@ function machine(): Figures {
 
 type ScenarioRun = (ctx: Context, kind: HubKind) => Promise<Figures>;
 
+const FRESH_ONLY = new Set(['startup', 'workers']);
+
 function plan(opts: Options): [string, ScenarioRun][] {
   const all: Record<string, [string, ScenarioRun][]> = {
     capacity: [['capacity', capacity]],
@@ -70,6 +73,53 @@ function plan(opts: Options): [string, ScenarioRun][] {
     workers: [['workers', workers]],
   };
   return opts.only.flatMap((s) => all[s]);
+}
+
+/** One scenario against one hub, with a second attempt when the first failed (RabbitMQ may have been restarted). */
+async function runOnce(ctx: Context, run: ScenarioRun, kind: HubKind, label: string): Promise<Figures> {
+  const t0 = Date.now();
+  const load = machineLoad();
+  log(`${label} ... (load ${load.loadavg1}, cpu pressure ${load.cpu_pressure_avg10}%)`);
+  let figures: Figures = {};
+  for (let attempt = 1; attempt <= 2; attempt++) {
+    try {
+      figures = { ...(await run(ctx, kind)), ...ctx.startFigures };
+      if (attempt > 1) figures.attempts = attempt;
+      break;
+    } catch (err) {
+      figures = { error: err instanceof Error ? err.message : String(err) };
+      log(`${label} attempt ${attempt} failed: ${figures.error}`);
+      // A failed scenario may leave sockets open: close them before the next one.
+      await ctx.closeAll().catch(() => undefined);
+      Hub.killAll();
+      if (attempt === 1) await waitForBroker(ctx.broker);
+    }
+  }
+  figures.loadavg1_before = load.loadavg1;
+  figures.cpu_pressure_before = load.cpu_pressure_avg10;
+  log(`${label} done in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${JSON.stringify(figures)}`);
+  return figures;
+}
+
+/** Figures that need two runs of one round: batched vs unbatched fan-out, the memory budget of the history. */
+function derive(results: Results, opts: Options): void {
+  for (const mode of opts.modes) {
+    const batch = results[resultKey('fanout_batch', mode)];
+    const unbatched = results[resultKey('fanout', mode)];
+    const fresh = results.capacity;
+    const full = results[resultKey('capacity', mode)];
+    for (const kind of opts.targets) {
+      const b = batch?.[kind]?.deliveries_per_s;
+      const u = unbatched?.[kind]?.deliveries_per_s;
+      if (typeof b === 'number' && typeof u === 'number' && batch?.[kind]) batch[kind].gain_vs_unbatched = b / u;
+      // With history: RSS ≤ the same run's fresh idle RSS + 1.5 × what the history holds.
+      const idle = fresh?.[kind]?.idle_rss_mb;
+      const held = full?.[kind]?.history_mb;
+      if (mode === 'history' && full?.[kind] && typeof idle === 'number' && typeof held === 'number') {
+        full[kind].rss_budget_mb = idle + 1.5 * held;
+      }
+    }
+  }
 }
 
 /** Deletes every exchange and queue of this run (the service names its queues/streams after the exchange). */
@@ -135,7 +185,7 @@ async function main(): Promise<void> {
     process.exit(130);
   });
 
-  const results: Results = {};
+  const runs: Results[] = [];
   const ctx = new Context(
     opts,
     workers,
@@ -156,38 +206,20 @@ async function main(): Promise<void> {
     await Promise.all(children.map((c) => c.ready));
     await publisher.call({ cmd: 'open', url: opts.rabbitUrl }, 'opened');
 
-    for (const [name, run] of plan(opts)) {
-      for (const kind of opts.targets) {
-        const t0 = Date.now();
-        const load = machineLoad();
-        log(`${name} / ${kind} ... (load ${load.loadavg1}, cpu pressure ${load.cpu_pressure_avg10}%)`);
-        let figures: Figures = {};
-        // A second attempt when the first failed: RabbitMQ may be restarted by other work on the machine.
-        for (let attempt = 1; attempt <= 2; attempt++) {
-          try {
-            figures = await run(ctx, kind);
-            if (attempt > 1) figures.attempts = attempt;
-            break;
-          } catch (err) {
-            figures = { error: err instanceof Error ? err.message : String(err) };
-            log(`${name} / ${kind} attempt ${attempt} failed: ${figures.error}`);
-            // A failed scenario may leave sockets open: close them before the next one.
-            await ctx.closeAll().catch(() => undefined);
-            Hub.killAll();
-            if (attempt === 1) await waitForBroker(broker);
+    for (let round = 1; round <= opts.repeat; round++) {
+      const results: Results = {};
+      runs.push(results);
+      for (const [name, run] of plan(opts)) {
+        // startup fills its own stream; workers compares process counts (each start would pre-fill again): fresh only.
+        for (const mode of FRESH_ONLY.has(name) ? (['fresh'] as const) : opts.modes) {
+          const key = resultKey(name, mode);
+          for (const kind of opts.targets) {
+            ctx.mode = mode;
+            (results[key] ??= {})[kind] = await runOnce(ctx, run, kind, `${key} / ${kind}${opts.repeat > 1 ? ` (run ${round}/${opts.repeat})` : ''}`);
           }
         }
-        figures.loadavg1_before = load.loadavg1;
-        figures.cpu_pressure_before = load.cpu_pressure_avg10;
-        (results[name] ??= {})[kind] = figures;
-        log(`${name} / ${kind} done in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${JSON.stringify(figures)}`);
       }
-    }
-    const batch = results.fanout_batch;
-    for (const kind of opts.targets) {
-      const b = batch?.[kind]?.deliveries_per_s;
-      const u = results.fanout?.[kind]?.deliveries_per_s;
-      if (typeof b === 'number' && typeof u === 'number' && batch?.[kind]) batch[kind].gain_vs_unbatched = b / u;
+      derive(results, opts);
     }
   } finally {
     await cleanupBroker(await broker.connection(), runId, ctx.exchanges).catch((err: unknown) => log(`broker clean-up failed: ${String(err)}`));
@@ -196,6 +228,7 @@ async function main(): Promise<void> {
     await broker.close();
   }
 
+  const results = medianResults(runs);
   const rows = tableRows(results);
   const seconds = (Date.now() - started) / 1000;
   const m = machine();
@@ -203,7 +236,7 @@ async function main(): Promise<void> {
   console.log(
     `\nansflow-realtime benchmark ${when}: ${m.nproc} cores (${m.cpu}), ${m.memory_gb} GB, ${m.os}, Node ${m.node};` +
       ` load generator on the same machine; run took ${seconds.toFixed(0)} s${opts.quick ? ' (--quick)' : ''};` +
-      ` load average before ${loadAtStart.loadavg1}\n`,
+      ` load average before ${loadAtStart.loadavg1}${opts.repeat > 1 ? `; medians of ${runs.length} runs` : ''}\n`,
   );
   console.log(renderTable(rows));
   const out = resolve(repoRoot, opts.json);
@@ -211,7 +244,7 @@ async function main(): Promise<void> {
   writeFileSync(
     out,
     JSON.stringify(
-      { date: when, machine: m, load_before: loadAtStart, seconds, options: { ...opts, secret: undefined, apiKey: undefined }, results, table: rows },
+      { date: when, machine: m, load_before: loadAtStart, seconds, options: { ...opts, secret: undefined, apiKey: undefined }, results, runs, table: rows },
       null,
       2,
     ),

@@ -3,6 +3,7 @@ import { Child } from './children';
 import { Hub, type HubKind, type HubOptions } from './hubs';
 import type {
   ChannelTally,
+  PrefillResult,
   CollectResult,
   ConnectResult,
   PublisherCommand,
@@ -22,8 +23,15 @@ export type Publisher = Child<PublisherCommand, PublisherReply>;
 /** A figure of a scenario run against one hub (number, or a string for a reason / an error). */
 export type Figures = Record<string, number | string | boolean>;
 
+/** `fresh`: every hub starts on an empty exchange; `history`: on one pre-filled with a deployed instance's history. */
+export type Mode = 'fresh' | 'history';
+
 /** What every scenario gets: the load processes, the options and the means to start hubs. */
 export class Context {
+  /** Set by the runner before each scenario run. */
+  mode: Mode = 'fresh';
+  /** Figures of the last `startHubs` (pre-fill, time to ready), merged into the scenario's figures by the runner. */
+  startFigures: Figures = {};
   private exchangeCount = 0;
   readonly exchanges: string[] = [];
   /** Latest per-channel minimum reported by each worker (closed-loop publishing). */
@@ -54,19 +62,53 @@ export class Context {
     return name;
   }
 
-  async startHubs(kind: HubKind, count: number, scenario: string): Promise<{ hubs: Hub[]; exchange: string }> {
+  /**
+   * Starts `count` hubs on a fresh exchange and waits until each delivers a probe event. In `history` mode the
+   * exchange first gets `--history-events` events over `--history-channels` channels (the service is started once
+   * before, so that its stream exists to hold them): the hubs then start as a deployed instance restarts, with
+   * the history to replay. `probe` preloads bench/probe.ts (event-loop delay, GC pauses).
+   */
+  async startHubs(kind: HubKind, count: number, scenario: string, probe = false): Promise<{ hubs: Hub[]; exchange: string }> {
     const exchange = this.newExchange(kind);
     const hubs: Hub[] = [];
-    try {
-      for (let i = 0; i < count; i++) {
-        hubs.push(await Hub.start(kind, { ...this.hubOptions, exchange }, `${this.runId}-${scenario}-${i}`));
+    const f: Figures = (this.startFigures = { mode: this.mode });
+    const options = { ...this.hubOptions, exchange, probe };
+    let readyTimeoutMs = 20_000;
+    if (this.mode === 'history') {
+      if (kind === 'service') {
+        const topology = await Hub.start(kind, { ...this.hubOptions, exchange }, `${this.runId}-${scenario}-topology`);
+        try {
+          await topology.probe(await this.broker.connection(), exchange, this.hubOptions.secret);
+        } finally {
+          await topology.stop();
+        }
       }
-      for (const h of hubs) await h.probe(await this.broker.connection(), exchange, this.hubOptions.secret);
+      const r = await this.prefill(exchange);
+      f.history_events = r.events;
+      f.history_body_mb = r.bytes / 2 ** 20;
+      f.history_publish_s = r.elapsedMs / 1000;
+      readyTimeoutMs = 300_000;
+    }
+    try {
+      const t0 = Date.now();
+      for (let i = 0; i < count; i++) {
+        hubs.push(await Hub.start(kind, options, `${this.runId}-${scenario}-${i}`));
+      }
+      for (const h of hubs) await h.probe(await this.broker.connection(), exchange, this.hubOptions.secret, readyTimeoutMs);
+      f.start_to_ready_s = (Date.now() - t0) / 1000;
     } catch (err) {
       await Promise.all(hubs.map((h) => h.stop()));
       throw err;
     }
     return { hubs, exchange };
+  }
+
+  private async prefill(exchange: string): Promise<PrefillResult> {
+    const { historyEvents: events, historyChannels: channels } = this.opts;
+    const r = await this.publisher.call({ cmd: 'prefill', exchange, channels, events }, 'prefilled', 900_000);
+    if (r.error !== undefined) throw new Error(`prefill: ${r.error}`);
+    if (r.nacked > 0) throw new Error(`prefill: ${r.nacked} events nacked by the broker`);
+    return r;
   }
 
   /**

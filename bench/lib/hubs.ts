@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { get } from 'node:http';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
@@ -20,6 +20,18 @@ export interface HubOptions {
   extraEnv: Record<string, string>;
   /** Node flags for the service process (`--service-node-args`). */
   nodeArgs: string[];
+  /** Preload `probe.js` (event-loop delay and GC pauses, read with `probeMark` / `probeRead`). */
+  probe?: boolean;
+}
+
+/** What `probe.js` reports from inside a hub process (see bench/probe.ts). */
+export interface ProbeReport {
+  seq: number;
+  wall_ms: number;
+  loop_delay_ms: { count: number; p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
+  gc: { count: number; total_ms: number; share: number; p50_ms: number; p99_ms: number; max_ms: number; by_kind: Record<string, { count: number; ms: number }> };
+  event_loop_utilization: number;
+  memory: Record<string, number>;
 }
 
 /** A running hub process (the service or the baseline) on 127.0.0.1:port. */
@@ -28,10 +40,13 @@ export class Hub {
   private static readonly running = new Set<Hub>();
   exitCode: number | string | null = null;
 
+  private probeSeq = 0;
+
   private constructor(
     readonly kind: HubKind,
     readonly port: number,
     private readonly proc: ChildProcess,
+    private readonly probeFile: string | undefined,
   ) {
     Hub.running.add(this);
     proc.on('exit', (code, signal) => {
@@ -72,14 +87,20 @@ export class Hub {
     const script = kind === 'service' ? join(opts.repoRoot, 'dist', 'main.js') : join(__dirname, '..', 'baseline-hub.js');
     mkdirSync(opts.logDir, { recursive: true });
     const log = createWriteStream(join(opts.logDir, `${tag}-${kind}-${port}.log`));
-    const proc = spawn(process.execPath, [...(kind === 'service' ? opts.nodeArgs : []), script], {
+    const probeFile = opts.probe ? join(opts.logDir, `${tag}-${kind}-${port}.probe.json`) : undefined;
+    if (probeFile !== undefined) {
+      rmSync(probeFile, { force: true });
+      env.BENCH_PROBE_FILE = probeFile;
+    }
+    const preload = probeFile === undefined ? [] : ['--require', join(__dirname, '..', 'probe.js')];
+    const proc = spawn(process.execPath, [...(kind === 'service' ? opts.nodeArgs : []), ...preload, script], {
       cwd: opts.repoRoot,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     proc.stdout?.pipe(log);
     proc.stderr?.pipe(log);
-    const hub = new Hub(kind, port, proc);
+    const hub = new Hub(kind, port, proc, probeFile);
     // Generous: with WORKERS > 1 every worker boots Nest at once and joins the port only once caught up with the
     // stream, which takes more than 30 s on a loaded 2-core machine.
     await hub.waitHealthy(120_000);
@@ -150,6 +171,46 @@ export class Hub {
     }
   }
 
+  /** Starts a new probe interval (what the probe saw so far is discarded). */
+  async probeMark(): Promise<void> {
+    await this.probeRead();
+  }
+
+  /** The probe's figures since the previous mark (SIGUSR2 makes the probe write them and start over). */
+  async probeRead(timeoutMs = 10_000): Promise<ProbeReport> {
+    const file = this.probeFile;
+    if (file === undefined) throw new Error(`${this.kind} was started without the probe`);
+    const seq = ++this.probeSeq;
+    this.proc.kill('SIGUSR2');
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (existsSync(file)) {
+        const report = JSON.parse(readFileSync(file, 'utf8')) as ProbeReport;
+        if (report.seq === seq) return report;
+      }
+      await sleep(20);
+    }
+    throw new Error(`${this.kind}: no probe report within ${timeoutMs} ms`);
+  }
+
+  /** GET /health as JSON (the service reports its history there). */
+  async health(): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      get({ host: '127.0.0.1', port: this.port, path: '/health', timeout: 5000 }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => {
+          try {
+            resolve(JSON.parse(body) as Record<string, unknown>);
+          } catch (err) {
+            reject(err instanceof Error ? err : new Error(String(err)));
+          }
+        });
+      }).on('error', reject);
+    });
+  }
+
   /** SIGTERM, then SIGKILL if it has not exited within 5 s. */
   async stop(): Promise<void> {
     if (!this.alive) return;
@@ -159,4 +220,11 @@ export class Hub {
     await exited;
     clearTimeout(timer);
   }
+}
+
+/** The bytes the service's history holds, as its `/health` reports them (undefined when it does not). */
+export function historyBytes(health: Record<string, unknown>): number | undefined {
+  const history = (health.history ?? (health.websocket as Record<string, unknown> | undefined)?.history) as Record<string, unknown> | undefined;
+  const bytes = history?.bytes;
+  return typeof bytes === 'number' ? bytes : undefined;
 }

@@ -89,6 +89,7 @@ export type PublisherCommand =
     }
   | { cmd: 'closed-loop'; exchange: string; channels: string[]; window: number; durationMs: number }
   | { cmd: 'progress'; min: Record<string, number> }
+  | { cmd: 'prefill'; exchange: string; channels: number; events: number }
   | { cmd: 'close' };
 
 export interface PublishResult {
@@ -104,4 +105,15 @@ export interface PublishResult {
   error?: string;
 }
 
-export type PublisherReply = { ev: 'ready' } | { ev: 'opened' } | PublishResult | { ev: 'closed' };
+/** History published before a hub starts: `events` over `channels` channels, as fast as confirms allow. */
+export interface PrefillResult {
+  ev: 'prefilled';
+  events: number;
+  /** Bytes of the message bodies published. */
+  bytes: number;
+  elapsedMs: number;
+  nacked: number;
+  error?: string;
+}
+
+export type PublisherReply = { ev: 'ready' } | { ev: 'opened' } | PublishResult | PrefillResult | { ev: 'closed' };

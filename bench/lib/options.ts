@@ -1,3 +1,4 @@
+import type { Mode } from './context';
 import type { HubKind } from './hubs';
 
 export const SCENARIOS = ['capacity', 'latency', 'fanout', 'churn', 'multi', 'startup', 'workers'] as const;
@@ -16,6 +17,12 @@ export interface Options {
   serviceEnv: Record<string, string>;
   /** Node flags for the service process, e.g. `--cpu-prof` (not allowed in NODE_OPTIONS). */
   serviceNodeArgs: string[];
+  /** `fresh` (empty exchange) and/or `history` (pre-filled, as deployed); every scenario runs in each. */
+  modes: Mode[];
+  historyEvents: number;
+  historyChannels: number;
+  /** Runs of the whole plan; the table shows medians, the JSON every run. */
+  repeat: number;
   /** capacity: connection counts held in turn (incrementally). */
   connections: number[];
   connectRate: number;
@@ -54,6 +61,9 @@ const HELP = `npm run bench -- [flags]
   --fanout-seconds N     fanout: measured seconds per mode (default 15)
   --window N             fanout: events in flight per channel (default 10)
   --churn-rate N         churn: connects/s (default 200)  --churn-seconds N (default 20)
+  --modes LIST           fresh,history (default both): history = the exchange pre-filled before the hub starts
+  --history-events N     events pre-filled in history mode (default 200000)  --history-channels N (default 2000)
+  --repeat N             run everything N times; the table shows medians (default 1)
   --startup-sizes LIST   startup: events in the replay window (default 100000,500000,1000000)
   --service-env K=V      extra environment for the service (repeatable)
   --service-node-args S  node flags for the service, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"`;
@@ -71,6 +81,10 @@ export function parseOptions(argv: string[]): Options {
     rabbitUrl: process.env.RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
     serviceEnv: {},
     serviceNodeArgs: [],
+    modes: ['fresh', 'history'],
+    historyEvents: quick ? 5000 : 200_000,
+    historyChannels: quick ? 100 : 2000,
+    repeat: 1,
     connections: quick ? [500] : [10_000, 19_000],
     connectRate: 1000,
     capacityChannels: quick ? 100 : 1000,
@@ -120,6 +134,22 @@ export function parseOptions(argv: string[]): Options {
       }
       case '--targets':
         o.targets = list(v).filter((t): t is HubKind => t === 'service' || t === 'baseline');
+        break;
+      case '--modes': {
+        const modes = list(v);
+        const bad = modes.filter((m) => m !== 'fresh' && m !== 'history');
+        if (bad.length) throw new Error(`--modes: unknown mode(s) ${bad.join(',')}`);
+        o.modes = modes as Mode[];
+        break;
+      }
+      case '--history-events':
+        o.historyEvents = num(flag, v);
+        break;
+      case '--history-channels':
+        o.historyChannels = num(flag, v);
+        break;
+      case '--repeat':
+        o.repeat = num(flag, v);
         break;
       case '--json':
         o.json = v;

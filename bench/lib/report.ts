@@ -1,8 +1,12 @@
-import type { Figures } from './context';
+import type { Figures, Mode } from './context';
 import type { HubKind } from './hubs';
 
-/** results[scenario][hub kind] = its figures (or `{ error }` when the run failed). */
+/** results[scenario][hub kind] = its figures (or `{ error }` when the run failed); `scenario@history` in history mode. */
 export type Results = Record<string, Partial<Record<HubKind, Figures>>>;
+
+export function resultKey(scenario: string, mode: Mode): string {
+  return mode === 'fresh' ? scenario : `${scenario}@${mode}`;
+}
 
 interface Verdict {
   target: string;
@@ -24,6 +28,23 @@ const atMost =
     pass: Number.isFinite(v) ? v <= limit : null,
   });
 const zero = (v: number): Verdict => ({ target: '0', pass: Number.isFinite(v) ? v === 0 : null });
+const relative =
+  (factor: number, op: '≤' | '≥' = '≤') =>
+  (v: number, b: number): Verdict => ({
+    target: `${op} ${factor === 1 ? '' : `${factor}× `}baseline`,
+    pass: Number.isFinite(v) && Number.isFinite(b) ? (op === '≤' ? v <= factor * b : v >= factor * b) : null,
+  });
+/** The probe's rows (bench/probe.ts), for the latency scenarios. */
+const probeRows = (scenario: string, prefix = ''): Row[] => [
+  { scenario, key: 'loop_delay_p50_ms', label: `${prefix}event-loop delay p50 (ms)` },
+  { scenario, key: 'loop_delay_p99_ms', label: `${prefix}event-loop delay p99 (ms)` },
+  { scenario, key: 'loop_delay_max_ms', label: `${prefix}event-loop delay max (ms)` },
+  { scenario, key: 'gc_pauses', label: `${prefix}GC pauses` },
+  { scenario, key: 'gc_pause_share_pct', label: `${prefix}GC pause share of wall time (%)` },
+  { scenario, key: 'gc_pause_p99_ms', label: `${prefix}GC pause p99 (ms)` },
+  { scenario, key: 'gc_pause_max_ms', label: `${prefix}GC pause max (ms)` },
+  { scenario, key: 'event_loop_utilization', label: `${prefix}event-loop utilization` },
+];
 
 const ROWS: Row[] = [
   {
@@ -32,16 +53,25 @@ const ROWS: Row[] = [
     label: 'connections held',
     target: (v, _b, s) => (Number(s.requested) >= 19_000 ? { target: '≥ 19000', pass: v >= 19_000 } : { target: `≥ 19000 (ran ${s.requested})`, pass: null }),
   },
-  { scenario: 'capacity', key: 'idle_rss_mb', label: 'idle RSS (MB)', target: atMost(80, 'MB') },
+  {
+    scenario: 'capacity',
+    key: 'idle_rss_mb',
+    label: 'idle RSS (MB)',
+    target: (v, _b, s) => (s.mode === 'history' ? { target: '', pass: null } : atMost(80, 'MB')(v)),
+  },
+  { scenario: 'capacity', key: 'history_mb', label: 'history held, per /health (MB)' },
+  {
+    scenario: 'capacity',
+    key: 'rss_budget_mb',
+    label: 'idle RSS budget: fresh idle + 1.5 × history (MB)',
+    target: (v, _b, s) => ({ target: '≥ idle RSS', pass: Number.isFinite(v) ? Number(s.idle_rss_mb) <= v : null }),
+  },
   { scenario: 'capacity', key: 'rss_mb', label: 'RSS with connections (MB)' },
   {
     scenario: 'capacity',
     key: 'kb_per_conn',
     label: 'KB per connection',
-    target: (v, b) => ({
-      target: '≤ 1.5× baseline',
-      pass: Number.isFinite(v) && Number.isFinite(b) ? v <= 1.5 * b : null,
-    }),
+    target: relative(1.2),
   },
   { scenario: 'capacity', key: 'connect_achieved_rate', label: 'connects/s achieved' },
   { scenario: 'capacity', key: 'connect_cpu_ms_per_conn', label: 'server CPU ms per connect' },
@@ -52,12 +82,14 @@ const ROWS: Row[] = [
   { scenario: 'latency', key: 'publish_rate', label: 'publish rate (events/s)' },
   { scenario: 'latency', key: 'p50_ms', label: 'latency p50 (ms)' },
   { scenario: 'latency', key: 'p90_ms', label: 'latency p90 (ms)' },
-  { scenario: 'latency', key: 'p99_ms', label: 'latency p99 (ms)', target: atMost(5, 'ms') },
-  { scenario: 'latency', key: 'max_ms', label: 'latency max (ms)' },
+  { scenario: 'latency', key: 'p99_ms', label: 'latency p99 (ms)', target: relative(1.2) },
+  { scenario: 'latency', key: 'p99_ms', label: 'latency p99 (ms), absolute', target: atMost(5, 'ms') },
+  { scenario: 'latency', key: 'max_ms', label: 'latency max (ms)', target: relative(2) },
   { scenario: 'latency', key: 'missing', label: 'missing', target: zero },
   { scenario: 'latency', key: 'duplicates', label: 'duplicated', target: zero },
   { scenario: 'latency', key: 'reordered', label: 'out of order', target: zero },
   { scenario: 'latency', key: 'server_cpu_s', label: 'server CPU (s)' },
+  ...probeRows('latency'),
   {
     scenario: 'fanout',
     key: 'deliveries_per_s',
@@ -67,7 +99,7 @@ const ROWS: Row[] = [
       pass: Number.isFinite(v) && Number.isFinite(b) ? v >= 0.9 * b : null,
     }),
   },
-  { scenario: 'fanout', key: 'cpu_s_per_100k', label: 'server CPU s / 100k deliveries' },
+  { scenario: 'fanout', key: 'cpu_s_per_100k', label: 'server CPU s / 100k deliveries', target: relative(1) },
   { scenario: 'fanout', key: 'server_cpu_share', label: 'server CPU share (cores)' },
   { scenario: 'fanout', key: 'missing', label: 'missing', target: zero },
   { scenario: 'fanout', key: 'dropped_sockets', label: 'sockets dropped' },
@@ -99,6 +131,14 @@ const ROWS: Row[] = [
   { scenario: 'workers', key: 'cpu_s_per_100k_2w', label: 'WORKERS=2: server CPU s / 100k (all processes)' },
   { scenario: 'workers', key: 'server_cpu_share_2w', label: 'WORKERS=2: server CPU share (cores)' },
   { scenario: 'workers', key: 'missing_2w', label: 'WORKERS=2: missing', target: zero },
+  ...probeRows('multi', '2 instances (worst): '),
+];
+
+/** Rows shown once per scenario run, after its figures: the set-up of history mode. */
+const START_ROWS: Omit<Row, 'scenario'>[] = [
+  { key: 'history_events', label: 'history: events pre-filled' },
+  { key: 'history_publish_s', label: 'history: publish time (s)' },
+  { key: 'start_to_ready_s', label: 'start → first live event (s)' },
 ];
 
 function fmt(v: number | string | boolean | undefined): string {
@@ -122,23 +162,31 @@ export interface TableRow {
 
 export function tableRows(results: Results): TableRow[] {
   const rows: TableRow[] = [];
-  for (const row of ROWS) {
-    const r = results[row.scenario];
-    if (!r) continue;
-    const s = r.service?.[row.key];
-    const b = r.baseline?.[row.key];
-    const sn = typeof s === 'number' ? s : NaN;
-    const bn = typeof b === 'number' ? b : NaN;
-    const verdict = row.target && r.service && !r.service.error ? row.target(sn, bn, r.service) : undefined;
-    rows.push({
-      scenario: row.scenario,
-      figure: row.label,
-      service: s === undefined ? null : typeof s === 'boolean' ? String(s) : s,
-      baseline: b === undefined ? null : typeof b === 'boolean' ? String(b) : b,
-      ratio: Number.isFinite(sn) && Number.isFinite(bn) && bn !== 0 ? sn / bn : null,
-      target: verdict?.target ?? '',
-      pass: verdict?.pass ?? null,
-    });
+  const scenarios = [...new Set(ROWS.map((r) => r.scenario))];
+  for (const scenario of scenarios) {
+    for (const key of [resultKey(scenario, 'fresh'), resultKey(scenario, 'history')]) {
+      const r = results[key];
+      if (!r) continue;
+      const own = ROWS.filter((row) => row.scenario === scenario);
+      const start = key === scenario ? [] : START_ROWS.map((row) => ({ ...row, scenario }));
+      for (const row of [...own, ...start]) {
+        const s = r.service?.[row.key];
+        const b = r.baseline?.[row.key];
+        if (s === undefined && b === undefined) continue;
+        const sn = typeof s === 'number' ? s : NaN;
+        const bn = typeof b === 'number' ? b : NaN;
+        const verdict = row.target && r.service && !r.service.error ? row.target(sn, bn, r.service) : undefined;
+        rows.push({
+          scenario: key,
+          figure: row.label,
+          service: s === undefined ? null : typeof s === 'boolean' ? String(s) : s,
+          baseline: b === undefined ? null : typeof b === 'boolean' ? String(b) : b,
+          ratio: Number.isFinite(sn) && Number.isFinite(bn) && bn !== 0 ? sn / bn : null,
+          target: verdict?.target ?? '',
+          pass: verdict?.pass ?? null,
+        });
+      }
+    }
   }
   for (const [scenario, r] of Object.entries(results)) {
     for (const kind of ['service', 'baseline'] as const) {
@@ -157,6 +205,54 @@ export function tableRows(results: Results): TableRow[] {
     }
   }
   return rows;
+}
+
+/**
+ * One `Results` from several runs of the plan: each numeric figure is the median of the runs that have it (other
+ * figures come from the last run that has them; an error only when every run failed). Ratios in the table are then
+ * median over median; the JSON keeps every run.
+ */
+export function medianResults(runs: Results[]): Results {
+  if (runs.length === 1) return runs[0];
+  const out: Results = {};
+  for (const run of runs) {
+    for (const [scenario, byKind] of Object.entries(run)) {
+      for (const [kind, figures] of Object.entries(byKind) as [HubKind, Figures][]) {
+        if (figures.error !== undefined) continue;
+        const into = ((out[scenario] ??= {})[kind] ??= {});
+        for (const [k, v] of Object.entries(figures)) if (typeof v !== 'number') into[k] = v;
+      }
+    }
+  }
+  for (const [scenario, byKind] of Object.entries(out)) {
+    for (const [kind, into] of Object.entries(byKind) as [HubKind, Figures][]) {
+      const samples = new Map<string, number[]>();
+      let ok = 0;
+      for (const run of runs) {
+        const figures = run[scenario]?.[kind];
+        if (figures === undefined || figures.error !== undefined) continue;
+        ok++;
+        for (const [k, v] of Object.entries(figures)) if (typeof v === 'number') (samples.get(k) ?? samples.set(k, []).get(k))?.push(v);
+      }
+      for (const [k, values] of samples) into[k] = median(values);
+      into.runs = ok;
+    }
+  }
+  for (const run of runs) {
+    for (const [scenario, byKind] of Object.entries(run)) {
+      for (const [kind, figures] of Object.entries(byKind) as [HubKind, Figures][]) {
+        const slot = (out[scenario] ??= {});
+        if (figures.error !== undefined && slot[kind] === undefined) slot[kind] = figures;
+      }
+    }
+  }
+  return out;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 /** The table as aligned plain text (also valid Markdown). */

@@ -1,5 +1,5 @@
 import { describeCounts, type Context, type Figures } from '../lib/context';
-import type { HubKind } from '../lib/hubs';
+import { historyBytes, type HubKind } from '../lib/hubs';
 import { cpuSeconds, listenOverflows, rssKb, sleep } from '../lib/proc';
 import { distribution } from '../lib/stats';
 
@@ -17,6 +17,8 @@ export async function capacity(ctx: Context, kind: HubKind): Promise<Figures> {
     await sleep(opts.settleSeconds * 1000);
     const idle = rssKb(hub.pid);
     f.idle_rss_mb = idle / 1024;
+    const historyHeld = kind === 'service' ? historyBytes(await hub.health()) : undefined;
+    if (historyHeld !== undefined) f.history_mb = historyHeld / 2 ** 20;
     const top = Math.max(...opts.connections);
     const all = ctx.specs(top, opts.capacityChannels, [hub.port]);
     const connectMs: number[] = [];

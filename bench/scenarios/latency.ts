@@ -1,5 +1,5 @@
 import { describeCounts, sum, type Context, type Figures } from '../lib/context';
-import type { HubKind } from '../lib/hubs';
+import type { HubKind, ProbeReport } from '../lib/hubs';
 import { cpuSeconds, sleep } from '../lib/proc';
 
 /**
@@ -9,7 +9,7 @@ import { cpuSeconds, sleep } from '../lib/proc';
  */
 export async function latency(ctx: Context, kind: HubKind, instances = 1): Promise<Figures> {
   const { opts } = ctx;
-  const { hubs, exchange } = await ctx.startHubs(kind, instances, instances > 1 ? 'multi' : 'latency');
+  const { hubs, exchange } = await ctx.startHubs(kind, instances, instances > 1 ? 'multi' : 'latency', true);
   const f: Figures = {
     instances,
     subscribers: opts.latencySubscribers,
@@ -24,9 +24,12 @@ export async function latency(ctx: Context, kind: HubKind, instances = 1): Promi
     await sleep(opts.settleSeconds * 1000);
     await ctx.reset(true);
     const cpu0 = hubs.map((h) => cpuSeconds(h.pid));
+    await Promise.all(hubs.map((h) => h.probeMark()));
     const pub = await ctx.openLoop(exchange, ctx.channelNames(opts.latencyChannels), opts.latencyRate, opts.latencySeconds * 1000);
+    const probes = await Promise.all(hubs.map((h) => h.probeRead()));
     const c = await ctx.drain(pub.published);
     const cpu = hubs.reduce((a, h, i) => a + cpuSeconds(h.pid) - cpu0[i], 0);
+    Object.assign(f, probeFigures(probes));
     f.published = pub.total;
     f.publish_rate = pub.rate;
     f.nacked = pub.nacked;
@@ -51,4 +54,22 @@ export async function latency(ctx: Context, kind: HubKind, instances = 1): Promi
     await Promise.all(hubs.map((h) => h.stop()));
   }
   return f;
+}
+
+/** The hub's own view of the publishing period: event-loop delay and GC pauses (the worst instance's). */
+function probeFigures(probes: ProbeReport[]): Figures {
+  const worst = (pick: (p: ProbeReport) => number): number => Math.max(...probes.map(pick));
+  return {
+    loop_delay_p50_ms: worst((p) => p.loop_delay_ms.p50),
+    loop_delay_p99_ms: worst((p) => p.loop_delay_ms.p99),
+    loop_delay_max_ms: worst((p) => p.loop_delay_ms.max),
+    gc_pauses: worst((p) => p.gc.count),
+    gc_pause_total_ms: worst((p) => p.gc.total_ms),
+    gc_pause_share_pct: worst((p) => p.gc.share * 100),
+    gc_pause_p99_ms: worst((p) => p.gc.p99_ms),
+    gc_pause_max_ms: worst((p) => p.gc.max_ms),
+    gc_by_kind: probes.map((p) => Object.entries(p.gc.by_kind).map(([k, v]) => `${k}:${v.count}/${v.ms.toFixed(1)}ms`).join(' ')).join(' | '),
+    event_loop_utilization: worst((p) => p.event_loop_utilization),
+    heap_used_mb: worst((p) => p.memory.heapUsed / 2 ** 20),
+  };
 }

@@ -1,9 +1,11 @@
 import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import WebSocket from 'ws';
 import type { Principal } from '../auth/principal';
 import { CloseCode, CloseReason, type CloseCodeValue } from '../common/close-codes';
 import type { Subscriber } from '../hub/hub-event';
 import type { EndpointKind } from '../metrics/metric-names';
+import { textFrame } from './ws-frame';
 
 /** What the upgrade router found out about a connection before handing it to a gateway. */
 export interface UpgradeContext {
@@ -19,6 +21,11 @@ export interface UpgradeContext {
   ip: string;
   /** The request path without its query string (which may hold a token): safe to log. */
   path: string;
+  /**
+   * The TCP socket the upgrade came on, which `ws` writes its frames to: prepared frames are written to it directly
+   * (see `ws-frame.ts`). `ws` writes to it synchronously (no compression), so frames keep their order.
+   */
+  socket: Duplex;
 }
 
 /** The request object a gateway receives; the router attaches its findings. */
@@ -78,7 +85,7 @@ export class ClientConnection implements Subscriber {
       this.onTooSlow(this);
       return false;
     }
-    ws.send(frame, { binary: false });
+    this.ctx.socket.write(textFrame(frame));
     return true;
   }
 

@@ -168,7 +168,7 @@ export class UpgradeRouterAdapter extends AbstractWsAdapter {
     }
     const sinceText = query.get('since');
     const since = sinceText !== null && /^\d{1,16}$/.test(sinceText) ? Number(sinceText) : undefined;
-    req.realtime = { kind, id, principal, since, batch: query.get('batch') === '1', ip, path };
+    req.realtime = { kind, id, principal, since, batch: query.get('batch') === '1', ip, path, socket };
     route.server.handleUpgrade(req, socket, head, (ws) => route.server.emit('connection', ws, req));
   }
 
