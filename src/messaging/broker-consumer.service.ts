@@ -288,8 +288,10 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       this.hub.skipPosition(offset);
       return;
     }
-    if (rec.routingKey === '' || rec.routingKey === this.names.stream) {
-      // A sync marker (ours or another instance's): it takes an offset, like any record.
+    if (rec.syncId !== undefined && (rec.routingKey === '' || rec.routingKey === this.names.stream)) {
+      // A sync marker (ours or another instance's, sent through the default exchange): it takes an offset, like any
+      // record. The header decides, not the routing key alone: a publisher's message with an empty routing key is
+      // no marker, it is counted and dead-lettered like any invalid message.
       this.hub.skipPosition(offset);
       const id = rec.syncId;
       if (id !== undefined) {
