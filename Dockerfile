@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # ansflow-realtime: RabbitMQ in, WebSocket out, on port 8001.
 # Two stages so the image carries neither the TypeScript toolchain nor the dev dependencies.
 
@@ -30,8 +29,9 @@ COPY --from=build /app/dist ./dist
 USER node
 EXPOSE 8001
 # Liveness only: a broker outage makes the service unready, it must not get the container restarted.
-# node:*-slim has no curl; Node 20's fetch does the probe.
+# node:*-slim has no curl; Node 20's fetch does the probe. The fetch has its own timeout: a frozen service
+# accepts the connection (the kernel does) but never answers, and not every engine enforces --timeout.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8001)+'/health/live').then(r=>process.exit(r.status===200?0:1),()=>process.exit(1))"]
+  CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8001)+'/health/live',{signal:AbortSignal.timeout(2500)}).then(r=>process.exit(r.status===200?0:1),()=>process.exit(1))"]
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["node", "dist/main"]

@@ -1,7 +1,9 @@
 /**
  * Deployment artifacts: alert rules, scrape config, compose file, Grafana dashboard, Dockerfile, and the
  * production start the Dockerfile performs. No Docker engine runs in CI, so the image's start is replayed
- * outside Docker: production-only install, `node dist/main` as an unprivileged user, liveness, SIGTERM.
+ * outside Docker: production-only install, `node dist/main` as an unprivileged user, liveness, SIGTERM. The image
+ * itself is built and run with podman by test/image.e2e-spec.ts, the scaled compose stack's proxy by
+ * test/proxy.e2e-spec.ts.
  *
  * Needs `promtool` and `docker-compose` (Debian packages `prometheus`, `docker-compose`) and a built `dist/`.
  */
@@ -299,49 +301,119 @@ describe('Grafana dashboard', () => {
   });
 });
 
-describe('docker-compose.yml', () => {
+interface ComposeService {
+  image?: string;
+  hostname?: string;
+  build?: unknown;
+  healthcheck?: { test: string[] };
+  depends_on?: Record<string, { condition: string }>;
+  environment?: Record<string, string>;
+  ports?: { published: number | string; target: number }[];
+  expose?: (string | number)[];
+  volumes?: (string | { type: string; source: string; target: string; read_only?: boolean })[];
+}
+
+/** Volumes as docker-compose 1.x prints them (`source:target[:ro]`) or in the long form of compose v2. */
+function mounts(s: ComposeService): { source: string; target: string; readOnly: boolean }[] {
+  return (s.volumes ?? []).map((v) => {
+    if (typeof v !== 'string') return { source: v.source, target: v.target, readOnly: v.read_only === true };
+    const [source, target, mode] = v.split(':');
+    return { source, target, readOnly: mode === 'ro' };
+  });
+}
+
+describe.each([['docker-compose.yml'], ['docker-compose.scale.yml']])('%s', (file) => {
   const env = { ...process.env, DJANGO_SECRET_KEY: 'compose-test-secret', PUBLISH_API_KEY: 'compose-test-key' };
+  const load = async (): Promise<Record<string, ComposeService>> => {
+    const r = await runTool('docker-compose', ['-f', file, 'config'], env);
+    expect(r.code).toBe(0);
+    return (parseYaml(r.stdout) as { services: Record<string, ComposeService> }).services;
+  };
 
   it('passes docker-compose config -q with the required variables set', async () => {
-    const r = await runTool('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q'], env);
+    const r = await runTool('docker-compose', ['-f', file, 'config', '-q'], env);
     expect(r).toMatchObject({ code: 0, stderr: '' });
   });
 
   it('refuses to start without DJANGO_SECRET_KEY', async () => {
     const without: NodeJS.ProcessEnv = { ...env, DJANGO_SECRET_KEY: undefined };
-    const r = await runTool('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q'], without);
+    const r = await runTool('docker-compose', ['-f', file, 'config', '-q'], without);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('DJANGO_SECRET_KEY');
   });
 
-  it('starts the service on 8001 after a healthy RabbitMQ, each service with a health check', async () => {
-    const r = await runTool('docker-compose', ['-f', 'docker-compose.yml', 'config'], env);
-    expect(r.code).toBe(0);
-    interface Service {
-      image?: string;
-      build?: unknown;
-      healthcheck?: { test: string[] };
-      depends_on?: Record<string, { condition: string }>;
-      environment?: Record<string, string>;
-      ports?: { published: number | string; target: number }[];
-    }
-    const cfg = parseYaml(r.stdout) as { services: Record<string, Service> };
-    const { rabbitmq, redis, realtime } = cfg.services;
+  it('runs a RabbitMQ with the stream protocol, and nothing the service does not use', async () => {
+    const services = await load();
+    expect(Object.keys(services).filter((s) => s !== 'proxy').sort()).toEqual(['rabbitmq', 'realtime']);
+    const { rabbitmq, realtime } = services;
     expect(rabbitmq.image).toBe('rabbitmq:3.13-management');
+    // The stream protocol advertises the node's host name: it must be one the other containers resolve.
+    expect(rabbitmq.hostname).toBe('rabbitmq');
     expect(rabbitmq.healthcheck?.test.join(' ')).toContain('rabbitmq-diagnostics -q ping');
-    expect(rabbitmq.ports?.map((p) => p.target)).toEqual(expect.arrayContaining([5672, 15672]));
-    expect(redis.image).toBe('redis:7-alpine');
-    expect(redis.healthcheck?.test.join(' ')).toContain('redis-cli ping');
+    expect(rabbitmq.ports?.map((p) => p.target)).toEqual(expect.arrayContaining([5672, 5552, 15672]));
+    const plugins = mounts(rabbitmq).find((v) => v.target === '/etc/rabbitmq/enabled_plugins');
+    expect(plugins).toEqual({ source: at('deploy/rabbitmq/enabled_plugins'), target: '/etc/rabbitmq/enabled_plugins', readOnly: true });
+    const enabled = fs.readFileSync(at('deploy/rabbitmq/enabled_plugins'), 'utf8');
+    expect(enabled.trim()).toMatch(/^\[[a-z_,\s]+\]\.$/);
+    expect(enabled).toContain('rabbitmq_stream');
+    expect(enabled).toContain('rabbitmq_management');
+    expect(Object.keys(realtime.environment ?? {}).filter((k) => /REDIS/.test(k))).toEqual([]);
     expect(realtime.build).toBeDefined();
     expect(realtime.healthcheck?.test.join(' ')).toContain('/health/live');
+    expect(realtime.healthcheck?.test.join(' ')).toContain('AbortSignal.timeout');
     expect(realtime.depends_on?.rabbitmq).toEqual({ condition: 'service_healthy' });
-    expect(realtime.ports?.map((p) => [Number(p.published), p.target])).toContainEqual([8001, 8001]);
     expect(realtime.environment).toMatchObject({
       RABBITMQ_URL: 'amqp://guest:guest@rabbitmq:5672',
-      REDIS_URL: 'redis://redis:6379',
       DJANGO_SECRET_KEY: 'compose-test-secret',
       PUBLISH_API_KEY: 'compose-test-key',
     });
+  });
+});
+
+describe('docker-compose.yml and docker-compose.scale.yml', () => {
+  const env = { ...process.env, DJANGO_SECRET_KEY: 'compose-test-secret', PUBLISH_API_KEY: 'compose-test-key' };
+  const load = async (file: string): Promise<Record<string, ComposeService>> => {
+    const r = await runTool('docker-compose', ['-f', file, 'config'], env);
+    expect(r.code).toBe(0);
+    return (parseYaml(r.stdout) as { services: Record<string, ComposeService> }).services;
+  };
+
+  it('single: the service on 8001', async () => {
+    const { realtime, proxy } = await load('docker-compose.yml');
+    expect(proxy).toBeUndefined();
+    expect(realtime.ports?.map((p) => [Number(p.published), p.target])).toContainEqual([8001, 8001]);
+  });
+
+  it('scale: HAProxy on 8001 with the shipped config, the instances publish no port (so --scale works)', async () => {
+    const { realtime, proxy } = await load('docker-compose.scale.yml');
+    expect(realtime.ports ?? []).toEqual([]);
+    expect(realtime.expose?.map(String)).toEqual(['8001']);
+    expect(proxy.image).toMatch(/^haproxy:\d/);
+    expect(proxy.ports?.map((p) => [Number(p.published), p.target])).toEqual([[8001, 8001]]);
+    expect(mounts(proxy)).toContainEqual({ source: at('deploy/haproxy/haproxy.cfg'), target: '/usr/local/etc/haproxy/haproxy.cfg', readOnly: true });
+    expect(proxy.environment).toMatchObject({ PROXY_BIND: ':8001', DNS_NAMESERVER: '127.0.0.11:53', REALTIME_SERVERS: 'realtime:8001' });
+    // Every variable the config reads is set.
+    const cfg = fs.readFileSync(at('deploy/haproxy/haproxy.cfg'), 'utf8');
+    const read = [...cfg.matchAll(/\$\{([A-Z_]+)\}/g)].map((m) => m[1]);
+    expect(read.length).toBeGreaterThan(0);
+    for (const v of read) expect(Object.keys(proxy.environment ?? {})).toContain(v);
+  });
+
+  it('scale: the proxy checks /health/ready with WebSocket timeouts above the heartbeat', () => {
+    const cfg = fs.readFileSync(at('deploy/haproxy/haproxy.cfg'), 'utf8');
+    expect(cfg).toMatch(/^\s*option httpchk GET \/health\/ready\s*$/m);
+    expect(cfg).not.toMatch(/^\s*(cookie|stick|balance source)\b/m);
+    const tunnel = /^\s*timeout tunnel (\d+)s\s*$/m.exec(cfg);
+    expect(Number(tunnel?.[1])).toBeGreaterThan(25); // WS_HEARTBEAT_INTERVAL_MS default, 25 s
+  });
+
+  it('both files run the same broker and the same service settings', async () => {
+    const single = await load('docker-compose.yml');
+    const scaled = await load('docker-compose.scale.yml');
+    expect(scaled.rabbitmq).toEqual(single.rabbitmq);
+    const { ports: _p, expose: _e, ...scaledRealtime } = scaled.realtime;
+    const { ports: _q, expose: _f, ...singleRealtime } = single.realtime;
+    expect(scaledRealtime).toEqual(singleRealtime);
   });
 });
 
@@ -374,7 +446,13 @@ describe('Dockerfile', () => {
     expect(args('RUN').join('\n')).toMatch(/apt-get install .*\btini\b/);
     expect(JSON.parse(args('ENTRYPOINT').pop() ?? '[]')).toEqual(['/usr/bin/tini', '--']);
     expect(args('HEALTHCHECK').pop()).toContain('/health/live');
+    // The probe gives up by itself: a frozen process accepts the connection but never answers.
+    expect(args('HEALTHCHECK').pop()).toMatch(/AbortSignal\.timeout\(\d+\)/);
     expect(JSON.parse(args('CMD').pop() ?? '[]')).toEqual(['node', 'dist/main']);
+  });
+
+  it('needs no BuildKit front-end image (no syntax directive): an offline BuildKit would fetch it', () => {
+    expect(fs.readFileSync(at('Dockerfile'), 'utf8')).not.toMatch(/^#\s*syntax\s*=/im);
   });
 
   it('keeps node_modules, dist and .git out of the build context', () => {

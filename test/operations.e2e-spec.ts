@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { CloseCode } from '../src/common/close-codes';
+import { loadConfig } from '../src/config/config';
 import { ENDPOINT_KINDS, MetricName } from '../src/metrics/metric-names';
 import { DEAD_LETTER_REASONS } from '../src/metrics/realtime-metrics.service';
 import {
@@ -193,9 +194,11 @@ describe('metrics (embedded mode)', () => {
     const nonZero: string[] = [];
     for (const name of Object.values(MetricName)) {
       const s = familySamples(all, name, kinds.get(name) ?? '');
+      // The broker-node gauge has one series per RABBITMQ_URL node: none in embedded mode (no broker configured).
+      if (name === MetricName.BrokerNode) continue;
       expect({ name, samples: s.length > 0 }).toEqual({ name, samples: true });
-      // The one configured value, not a count: the limit gauge.
-      const expected = name === MetricName.ConnectionsLimit ? 500 : 0;
+      // The configured values, not counts: the connection limit and the history's byte budget (its default).
+      const expected = name === MetricName.ConnectionsLimit ? 500 : name === MetricName.HistoryMaxBytes ? loadConfig({}).HISTORY_MAX_BYTES : 0;
       for (const x of s) if (x.value !== expected) nonZero.push(`${x.name}${JSON.stringify(x.labels)} ${x.value}`);
     }
     expect(nonZero).toEqual([]);
@@ -271,7 +274,7 @@ describe('metrics (embedded mode)', () => {
       .flatMap((x) => Object.entries(x.labels).map(([k, v]) => [x.name, k, v]))
       .filter(
         ([, k, v]) =>
-          !['endpoint', 'code', 'reason', 'limit', 'recovered', 'decision', 'source', 'status', 'le'].includes(k) ||
+          !['endpoint', 'code', 'reason', 'limit', 'recovered', 'decision', 'source', 'status', 'command', 'outcome', 'node', 'connection', 'le'].includes(k) ||
           (k === 'endpoint' && !(ENDPOINT_KINDS as readonly string[]).includes(v)),
       );
     expect(labelProblems).toEqual([]);
@@ -544,7 +547,8 @@ describe('SIGTERM with the broker unreachable (child process)', () => {
       SHUTDOWN_TIMEOUT_MS: '3000',
     }));
     expect((await fetch(`${c.url}/health/ready`)).status).toBe(503);
-    const s = await open(c.ws('/ws/execution/42'));
+    // The socket is held without its connection frame until the stream has been read (ADR 0003): open is enough.
+    const s = await TestClient.connect(`${c.ws('/ws/execution/42')}?token=${mintToken({ userId: 1 })}`);
     const sent = Date.now();
     c.proc.kill('SIGTERM');
     expect(await s.closedWith(5000)).toEqual({ code: 1001, reason: 'server_shutting_down' });

@@ -1,7 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
-import { MetricName } from '../metrics/metric-names';
+import { ClusterMetricName } from '../metrics/metric-names';
 import { isMetricsRequest, METRICS_REPLY, type MetricsReply } from './cluster-messages';
 
 /** A worker that dies sooner than this after its start counts as a crash loop: its replacement waits. */
@@ -39,8 +39,8 @@ export class WorkerSupervisor {
   private stopping: Promise<number> | undefined;
   private readonly aggregator = new AggregatorRegistry();
   private readonly own = new Registry();
-  private readonly restarts = new Counter({ name: MetricName.WorkerRestarts, help: 'Workers replaced after they died (WORKERS > 1)', registers: [this.own] });
-  private readonly alive = new Gauge({ name: MetricName.Workers, help: 'Worker processes running (WORKERS > 1)', registers: [this.own] });
+  private readonly restarts = new Counter({ name: ClusterMetricName.WorkerRestarts, help: 'Workers replaced after they died (WORKERS > 1)', registers: [this.own] });
+  private readonly alive = new Gauge({ name: ClusterMetricName.Workers, help: 'Worker processes running (WORKERS > 1)', registers: [this.own] });
 
   constructor(
     readonly count: number,

@@ -97,13 +97,24 @@ export class HealthController {
     return { status: ok ? 'ok' : 'error', info: up, error: down, details: checks };
   }
 
-  /** `position`: the stream offset read up to; `node`: the node the stream reader is connected to. */
-  private brokerCheck(): { status: 'up' | 'down' | 'disabled'; caught_up?: boolean; message?: string; position?: number; node?: string } {
+  /**
+   * `position`: the stream offset read up to; `node`: the node (host:port) the stream reader is connected to;
+   * `amqp_node`: the node the AMQP connection (declarations, dead letters, publish API) uses. Both say where the
+   * instance went after a failover; null while disconnected.
+   */
+  private brokerCheck(): {
+    status: 'up' | 'down' | 'disabled';
+    caught_up?: boolean;
+    message?: string;
+    position?: number;
+    node?: string | null;
+    amqp_node?: string | null;
+  } {
     if (!this.state.brokerConfigured) return { status: 'disabled', message: 'no RABBITMQ_URL: embedded mode' };
     const position = this.hub.latestPosition;
-    const node = this.state.brokerNode();
-    if (!this.state.brokerConnected) return { status: 'down', caught_up: false, message: 'not connected', position, node };
-    if (!this.state.brokerCaughtUp) return { status: 'down', caught_up: false, message: 'replaying the event stream', position, node };
-    return { status: 'up', caught_up: true, position, node };
+    const nodes = { node: this.state.brokerNode() ?? null, amqp_node: this.state.amqpNode ?? null };
+    if (!this.state.brokerConnected) return { status: 'down', caught_up: false, message: 'not connected', position, ...nodes };
+    if (!this.state.brokerCaughtUp) return { status: 'down', caught_up: false, message: 'replaying the event stream', position, ...nodes };
+    return { status: 'up', caught_up: true, position, ...nodes };
   }
 }

@@ -8,6 +8,8 @@ export class ServiceState {
   brokerConnected = false;
   /** The broker consumer has read the stream up to its tail after (re)subscribing, so resumes are answered fully. */
   brokerCaughtUp = false;
+  /** `host:port` of the node the AMQP connection uses (declarations, dead letters, publish API); undefined when down. */
+  amqpNode: string | undefined;
   /** The node the stream reader reads from (set by the broker consumer). */
   brokerNode: () => string | undefined = () => undefined;
   /**

@@ -29,6 +29,12 @@ export interface PublishMeta {
   /** The event's position (the stream offset); assigned by the hub when absent (no broker). */
   position?: number;
   publishedAtMs?: number;
+  /**
+   * The body's JSON text as received (the broker message), when `body` was parsed from it: the frame is then these
+   * bytes with `channel` and `position` (and `timestamp` when absent) appended, instead of serializing `body` again.
+   * The replay of a restart spends most of its time on that serialization.
+   */
+  raw?: Buffer;
 }
 
 interface Channel {
@@ -142,17 +148,11 @@ export class Hub {
     }
     const now = Date.now();
     const position = meta.position ?? this.nextPosition++;
-    const out: Record<string, unknown> = { ...body, channel, position };
-    if (typeof out.timestamp !== 'string') out.timestamp = new Date(meta.publishedAtMs ?? now).toISOString();
-    if (body.type === KnownEventType.SystemNotification && out.data === undefined) {
-      // The frontend's notification bell reads `data`; older code reads the flat fields: send both.
-      out.data = { level: body.level, title: body.title, message: body.message };
-    }
     const event: HubEvent = {
       channel,
       type: String(body.type),
       position,
-      frame: Buffer.from(JSON.stringify(out)),
+      frame: (meta.raw !== undefined ? spliceFrame(meta.raw, body, channel, position) : undefined) ?? buildFrame(body, channel, position, meta.publishedAtMs ?? now),
       publishedAtMs: meta.publishedAtMs,
       receivedAtMs: now,
     };
@@ -287,6 +287,34 @@ export class Hub {
     }
     return true;
   }
+}
+
+/** The frame: the publisher's object plus `channel`, `position`, a `timestamp` when it has none, `data` on notifications. */
+function buildFrame(body: Record<string, unknown>, channel: string, position: number, atMs: number): Buffer {
+  const out: Record<string, unknown> = { ...body, channel, position };
+  if (typeof out.timestamp !== 'string') out.timestamp = new Date(atMs).toISOString();
+  if (body.type === KnownEventType.SystemNotification && out.data === undefined) {
+    // The frontend's notification bell reads `data`; older code reads the flat fields: send both.
+    out.data = { level: body.level, title: body.title, message: body.message };
+  }
+  return Buffer.from(JSON.stringify(out));
+}
+
+const CLOSE_BRACE = 0x7d;
+
+/**
+ * The same frame as `buildFrame`, from the received JSON text: everything up to its closing brace, then
+ * `,"channel":…,"position":…}`. Only when that gives the same object: the body has no `channel` or `position` of its
+ * own and a string `timestamp`, and is not a notification that needs `data` (those go through `buildFrame`).
+ */
+function spliceFrame(raw: Buffer, body: Record<string, unknown>, channel: string, position: number): Buffer | undefined {
+  if (typeof body.timestamp !== 'string' || 'channel' in body || 'position' in body) return undefined;
+  if (body.type === KnownEventType.SystemNotification && body.data === undefined) return undefined;
+  let end = raw.length - 1;
+  while (end > 0 && raw[end] !== CLOSE_BRACE) end--;
+  if (end <= 1) return undefined;
+  // An empty object is not a valid event (no `type`), so there is always a member before the brace.
+  return Buffer.concat([raw.subarray(0, end), Buffer.from(`,"channel":"${channel}","position":${position}}`)]);
 }
 
 function zeroTally(): Record<EndpointKind, number> {

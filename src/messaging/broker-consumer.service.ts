@@ -9,6 +9,8 @@ import { APP_CONFIG, type AppConfig } from '../config/config';
 import { ServiceState } from '../health/service-state';
 import { Hub } from '../hub/hub';
 import { RealtimeMetrics } from '../metrics/realtime-metrics.service';
+import { brokerNodeOf } from './broker-node';
+import { declareDeadLetterPath, declareStream } from './broker-topology';
 import { brokerNames, classify, DEAD_LETTER_REASON_HEADER, publishedAtMs } from './message-policy';
 
 import { decodeRecord, type StreamRecord } from './amqp10';
@@ -36,7 +38,7 @@ const RECONNECT_DELAY_MS = 1000;
  * caught up when it reads that marker back: it has then processed everything that was in the stream when it
  * subscribed. Works the same on an empty stream, a quiet one, and after a reconnect.
  *
- * Dead-lettering is done once, not once per instance: a classic queue with single-active-consumer receives the
+ * Dead-lettering is done once, not once per instance: a quorum queue with single-active-consumer receives the
  * same messages, and whichever instance the broker makes active validates them and dead-letters the poison ones
  * with their reason. Stream readers skip poison messages silently.
  */
@@ -80,6 +82,12 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     state.brokerConfigured = true;
     state.sync = () => this.sync();
     state.brokerNode = () => this.connectedNode;
+    metrics.useBrokerNode('stream', this.streamNodes, undefined);
+  }
+
+  /** `host:port` of every node's stream listener: the bounded `node` label of realtime_broker_node. */
+  private get streamNodes(): string[] {
+    return this.addresses.map((a) => `${a.host}:${a.port}`);
   }
 
   /** The node the stream reader is connected to (`host:port`), for /health; undefined when not connected. */
@@ -90,15 +98,24 @@ export class BrokerConsumer implements OnApplicationBootstrap {
 
   onApplicationBootstrap(): void {
     const manager = this.amqp.managedConnection;
-    manager.on('connect', () => {
+    const nodes = this.config.brokerUrls.map(brokerNodeOf);
+    this.metrics.useBrokerNode('amqp', nodes, undefined);
+    // The connection manager tries the addresses of RABBITMQ_URL in turn: say which node this connection reached.
+    manager.on('connect', ({ url }: { url: unknown }) => {
+      const node = typeof url === 'string' ? brokerNodeOf(url) : 'unknown';
       this.amqpConnected = true;
+      this.state.amqpNode = node;
+      this.metrics.useBrokerNode('amqp', nodes, node);
       this.updateConnected();
-      this.logger.info('broker connected (AMQP)');
+      this.logger.info({ node }, 'broker connected (AMQP)');
     });
     manager.on('disconnect', ({ err }: { err?: Error }) => {
+      const node = this.state.amqpNode;
       this.amqpConnected = false;
+      this.state.amqpNode = undefined;
+      this.metrics.useBrokerNode('amqp', nodes, undefined);
       this.updateConnected();
-      this.logger.warn({ err: err?.message }, 'broker disconnected (AMQP); reconnecting');
+      this.logger.warn({ node, err: err?.message }, 'broker disconnected (AMQP); reconnecting to the next node of RABBITMQ_URL');
     });
     // Not awaited: the HTTP port and the sockets must not wait for the broker.
     this.channel = manager.createChannel({ confirm: true, setup: (ch: ConfirmChannel) => this.setup(ch) });
@@ -173,14 +190,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
 
   private async setup(ch: ConfirmChannel): Promise<void> {
     if (this.stopping) return;
-    const { stream } = this.names;
-    const exchange = this.config.RABBITMQ_EXCHANGE;
-    await ch.assertExchange(exchange, 'topic', { durable: true });
-    await ch.assertQueue(stream, {
-      durable: true,
-      arguments: { 'x-queue-type': 'stream', 'x-max-age': this.config.STREAM_MAX_AGE, 'x-max-length-bytes': this.config.STREAM_MAX_BYTES },
-    });
-    await ch.bindQueue(stream, exchange, '#');
+    await declareStream(ch, this.config);
     this.topologyReady = true;
     if (!this.readerStarted) {
       this.readerStarted = true;
@@ -202,8 +212,10 @@ export class BrokerConsumer implements OnApplicationBootstrap {
         await this.subscribe(conn);
         failures = 0;
         this.updateConnected();
+        this.metrics.useBrokerNode('stream', this.streamNodes, node);
         this.logger.info({ node }, 'stream reader connected');
         const err = await closed;
+        this.metrics.useBrokerNode('stream', this.streamNodes, undefined);
         this.state.brokerCaughtUp = false;
         this.updateConnected();
         if (this.stopping) return;
@@ -223,7 +235,9 @@ export class BrokerConsumer implements OnApplicationBootstrap {
 
   private async subscribe(conn: StreamConnection): Promise<void> {
     const offset: OffsetSpec =
-      this.nextOffset !== undefined ? { type: 'offset', offset: this.nextOffset } : { type: 'timestamp', ms: Date.now() - this.config.HISTORY_TTL_SECONDS * 1000 };
+      this.nextOffset !== undefined
+        ? { type: 'offset', offset: this.nextOffset }
+        : { type: 'timestamp', ms: Date.now() - this.config.HISTORY_TTL_SECONDS * 1000 };
     this.state.brokerCaughtUp = false;
     this.subscribedAtMs = Date.now();
     // A marker of an earlier subscription no longer tells where this one's tail is.
@@ -234,21 +248,14 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.logger.info({ stream: this.names.stream, from: this.nextOffset ?? `${this.config.HISTORY_TTL_SECONDS}s ago` }, 'consuming the event stream');
   }
 
-  /** The dead-lettering validator: a classic queue with single-active-consumer, on its own channel. */
+  /** The dead-lettering validator: a quorum queue with single-active-consumer, on its own channel. */
   private async setupValidator(ch: ConfirmChannel): Promise<void> {
     if (this.stopping) return;
     this.validatorCurrent = ch;
-    const { validate, dlx, dlq } = this.names;
-    const exchange = this.config.RABBITMQ_EXCHANGE;
-    await ch.assertExchange(exchange, 'topic', { durable: true });
-    await ch.assertExchange(dlx, 'topic', { durable: true });
-    await ch.assertQueue(dlq, { durable: true });
-    await ch.bindQueue(dlq, dlx, '#');
-    await ch.assertQueue(validate, {
-      durable: true,
-      arguments: { 'x-single-active-consumer': true, 'x-max-length': 100_000, 'x-overflow': 'drop-head' },
-    });
-    await ch.bindQueue(validate, exchange, '#');
+    const { validate } = this.names;
+    const connection = this.amqp.managedConnection.connection;
+    if (connection === undefined) throw new Error('no broker connection');
+    await declareDeadLetterPath(ch, connection, this.config.RABBITMQ_EXCHANGE, this.logger);
     await ch.prefetch(200);
     const v = await ch.consume(validate, (msg) => this.onValidateMessage(ch, msg), { noAck: false });
     this.validateTag = v.consumerTag;
@@ -275,14 +282,16 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   }
 
   private onRecord(offset: number, rec: StreamRecord | undefined): void {
-    this.metrics.consumed.inc();
     if (rec === undefined) {
+      this.metrics.consumed.inc();
       this.logger.error({ offset }, 'unreadable stream record skipped');
       this.hub.skipPosition(offset);
       return;
     }
-    if (rec.routingKey === '' || rec.routingKey === this.names.stream) {
-      // A sync marker (ours or another instance's): it takes an offset, like any record.
+    if (rec.syncId !== undefined && (rec.routingKey === '' || rec.routingKey === this.names.stream)) {
+      // A sync marker (ours or another instance's, sent through the default exchange): it takes an offset, like any
+      // record. The header decides, not the routing key alone: a publisher's message with an empty routing key is
+      // no marker, it is counted and dead-lettered like any invalid message.
       this.hub.skipPosition(offset);
       const id = rec.syncId;
       if (id !== undefined) {
@@ -294,6 +303,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       }
       return;
     }
+    // Counted once it is not a marker: markers are this service's bookkeeping, not messages.
+    this.metrics.consumed.inc();
     const c = classify(rec.routingKey, rec.body, this.config.BROKER_MAX_MESSAGE_BYTES);
     if (!c.ok) {
       this.logger.debug({ reason: c.reason, offset }, 'skipping an invalid stream message (dead-lettered by the validator)');
@@ -304,6 +315,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     const event = this.hub.publish(c.channel, c.body, {
       messageId: rec.messageId,
       position: offset,
+      raw: rec.body,
       // Replayed history is not live: it would swamp the latency histogram with its age.
       publishedAtMs: caughtUp ? publishedAtMs({ 'x-published-at-ms': rec.publishedAtHeader }, rec.timestampSeconds) : undefined,
     });

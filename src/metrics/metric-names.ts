@@ -24,6 +24,8 @@ export const MetricName = {
   BrokerDeadLettered: 'realtime_broker_messages_dead_lettered_total',
   BrokerDuplicates: 'realtime_broker_duplicates_total',
   BrokerConnected: 'realtime_broker_connected',
+  /** 1 for the node (`host:port` of RABBITMQ_URL) a connection uses, 0 for the others; label `connection`. */
+  BrokerNode: 'realtime_broker_node',
   PublishRequests: 'realtime_publish_requests_total',
   /** `control_command` frames by command and outcome. */
   ControlCommands: 'realtime_control_commands_total',
@@ -34,11 +36,16 @@ export const MetricName = {
   HistoryEvictions: 'realtime_history_evictions_total',
   /** Sockets whose `connection` frame waits for the instance to finish replaying the stream. */
   ConnectionsWaiting: 'websocket_connections_waiting',
-  /** WORKERS > 1 only, from the primary process: workers serving, and workers replaced after they died. */
-  Workers: 'realtime_workers',
-  WorkerRestarts: 'realtime_worker_restarts_total',
   /** Kept for today's dashboards: a gauge of open connections by endpoint kind, `status="active"`. */
   LegacyConnections: 'ansflow_websocket_connections_total',
+} as const;
+
+/** WORKERS > 1 only: series of the primary process, appended to the workers' aggregated `/metrics`. */
+export const ClusterMetricName = {
+  /** Workers running. */
+  Workers: 'realtime_workers',
+  /** Workers replaced after they died. */
+  WorkerRestarts: 'realtime_worker_restarts_total',
 } as const;
 
 export const ENDPOINT_KINDS = ['monitor', 'execution', 'pipeline', 'project', 'system'] as const;

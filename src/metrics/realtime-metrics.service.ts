@@ -77,6 +77,13 @@ export class RealtimeMetrics implements HubStats {
     help: '1 when the broker connection is up (always 0 without a broker)',
     aggregator: 'min',
   });
+  // Across workers the maximum: 1 for every node some worker uses.
+  readonly brokerNode = new Gauge({
+    name: MetricName.BrokerNode,
+    help: 'Which RabbitMQ node (host:port of RABBITMQ_URL) each broker connection uses: 1 for the current one, 0 for the others',
+    labelNames: ['node', 'connection'],
+    aggregator: 'max',
+  });
   readonly heldSockets = new Gauge({ name: MetricName.ConnectionsWaiting, help: 'Sockets waiting for the instance to finish replaying the event stream' });
   private history: { bytes: number; size: number; evicted: Record<string, number> } | undefined;
   readonly historyBytes: Gauge = new Gauge({
@@ -189,6 +196,14 @@ export class RealtimeMetrics implements HubStats {
 
   droppedEvents(endpoint: EndpointKind, reason: string, count: number): void {
     this.dropped.inc({ endpoint, reason }, count);
+  }
+
+  /**
+   * Mark `node` as the one `connection` uses (undefined: none, it is down). `nodes` are every configured node, so
+   * each series exists from the start and the label set stays bounded by RABBITMQ_URL.
+   */
+  useBrokerNode(connection: 'amqp' | 'stream', nodes: readonly string[], node: string | undefined): void {
+    for (const n of nodes) this.brokerNode.set({ node: n, connection }, n === node ? 1 : 0);
   }
 
   duplicate(): void {

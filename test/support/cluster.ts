@@ -63,6 +63,8 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** Wait for `/health/ready` (default true). */
   ready?: boolean;
+  /** A fixed port instead of one from the kernel (instances on different HOSTs may share one). */
+  port?: number;
 }
 
 /** One `node dist/main` child process; keeps its port across restarts so clients can come back to it. */
@@ -78,12 +80,17 @@ export class Instance {
     private readonly env: Record<string, string>,
   ) {}
 
+  /** The address it listens on: HOST of its environment (a proxy test puts instances on 127.0.0.2, .3, ...). */
+  get host(): string {
+    return this.env.HOST ?? '127.0.0.1';
+  }
+
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `http://${this.host}:${this.port}`;
   }
 
   ws(path: string): string {
-    return `ws://127.0.0.1:${this.port}${path}`;
+    return `ws://${this.host}:${this.port}${path}`;
   }
 
   get running(): boolean {
@@ -243,6 +250,7 @@ export class Cluster {
   async add(opts: StartOptions = {}): Promise<Instance> {
     const instance = new Instance(String.fromCharCode(65 + this.instances.length), this.main, { ...this.env, ...opts.env });
     this.instances.push(instance);
+    if (opts.port !== undefined) instance.port = opts.port;
     await instance.start();
     if (opts.ready !== false) await instance.waitReady();
     return instance;

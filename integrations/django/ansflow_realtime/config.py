@@ -51,6 +51,7 @@ def load() -> Dict[str, Any]:
         "DECLARE_EXCHANGE": conf.get("DECLARE_EXCHANGE", True),
         "MANDATORY": conf.get("MANDATORY", False),
         "CONNECTION_NAME": conf.get("CONNECTION_NAME", "ansflow-django-realtime"),
+        "CONFIRM_TIMEOUT": float(conf.get("CONFIRM_TIMEOUT", 10.0)),
         "CAN_READ": conf.get("CAN_READ"),
         "AUTHENTICATE": conf.get("AUTHENTICATE"),
         "MODELS": {**DEFAULT_MODELS, **conf.get("MODELS", {})},

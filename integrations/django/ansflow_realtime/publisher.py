@@ -59,9 +59,10 @@ class RealtimePublisher:
     """Publishes events with confirms; safe to share between a Django process's threads.
 
     One lock serialises use of the transport (pika's blocking connection is not thread-safe). A recoverable
-    failure (connection dropped, channel closed) resets the transport and retries once with the same
-    ``message_id``; the service de-duplicates, so a message that was in fact stored before the failure is still
-    delivered once. A second failure raises ``PublishError``.
+    failure (connection dropped, channel closed, no confirm in time) resets the transport and retries with the same
+    ``message_id``, on the next node of the cluster when several are configured; the service de-duplicates, so a
+    message that was in fact stored before the failure is still delivered once. When every attempt failed
+    (one per node, at least two), ``PublishError``.
     """
 
     def __init__(self, transport=None, **overrides: Any):
@@ -90,6 +91,7 @@ class RealtimePublisher:
                 declare=s["DECLARE_EXCHANGE"],
                 mandatory=s["MANDATORY"],
                 connection_name=s["CONNECTION_NAME"],
+                confirm_timeout=s["CONFIRM_TIMEOUT"],
             )
             self._pid = os.getpid()
         return self._transport
@@ -117,25 +119,30 @@ class RealtimePublisher:
         )
 
     def publish(self, channel: str, event: Mapping[str, Any], message_id: Optional[str] = None) -> Published:
-        """Publish one event on a channel and wait for the broker's confirm. Raises ``PublishError``."""
+        """Publish one event on a channel and wait for the broker's confirm. Raises ``PublishError``.
+
+        Returns only once a node confirmed the message: the event is then in the stream, replicated, and survives
+        the loss of that node. A recoverable failure (the node died, no confirm in time) resends the same message
+        on the next node, once per configured node (at least once)."""
         message = self.encode(channel, event, message_id)
         with self._lock:
             transport = self._get_transport()
-            try:
-                transport.publish(channel, message)
-            except PublishError:
-                raise
-            except Exception as err:  # noqa: BLE001 - classified right below, re-raised if not recoverable
-                if not transport.is_recoverable(err):
-                    raise PublishError(f"publish to {channel} failed: {err!r}") from err
-                transport.reset()
+            attempts = max(2, getattr(transport, "node_count", 1) + 1)
+            for attempt in range(1, attempts + 1):
                 try:
                     transport.publish(channel, message)
+                    break
                 except PublishError:
                     raise
-                except Exception as err2:  # noqa: BLE001 - second failure: give up, keep the cause
+                except Exception as err:  # noqa: BLE001 - classified right below, re-raised if not recoverable
+                    if not transport.is_recoverable(err):
+                        raise PublishError(f"publish to {channel} failed: {err!r}") from err
                     transport.reset()
-                    raise PublishError(f"publish to {channel} failed after reconnecting: {err2!r}") from err2
+                    if attempt == attempts:
+                        raise PublishError(f"publish to {channel} failed after {attempt} attempts: {err!r}") from err
+                    if attempt > 1:
+                        # Every node was tried at least once: give the cluster a moment (a leader election).
+                        time.sleep(min(0.25 * attempt, 1.0))
         return Published(channel, message.event_type, message.message_id, event)
 
     def close(self) -> None:

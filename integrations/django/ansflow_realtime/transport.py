@@ -5,11 +5,41 @@ exchange and return only once the broker confirmed it. The publisher above it ow
 the event format, so both transports behave the same to the caller.
 """
 
-from typing import Any, Dict, Optional
+import logging
+from typing import Any, Dict, List, Optional, Sequence, Union
+from urllib.parse import urlsplit
 
 from .errors import ExchangeNotFound, NotConfirmed, PublishError, Unroutable
 
 DEFAULT_BLOCKED_TIMEOUT = 10.0  # seconds; override with ?blocked_connection_timeout= in the URL
+# Seconds to wait for the broker's confirm. A stream whose leader just died confirms nothing until a new one is
+# elected, and a node cut off from its cluster's majority never confirms: without a bound, pika would wait forever.
+DEFAULT_CONFIRM_TIMEOUT = 10.0
+
+log = logging.getLogger("ansflow_realtime")
+# A library logs only where the application configured logging (Django does).
+log.addHandler(logging.NullHandler())
+
+
+def split_urls(url: Union[str, Sequence[str]]) -> List[str]:
+    """The node addresses of one cluster: a list, or one string with comma-separated addresses (as the realtime
+    service's ``RABBITMQ_URL``)."""
+    parts = url.split(",") if isinstance(url, str) else list(url)
+    urls = [u.strip() for u in parts if u and u.strip()]
+    if not urls:
+        raise ValueError("no broker URL")
+    return urls
+
+
+def node_of(url: str) -> str:
+    """``host:port`` of an address, without credentials: safe to log."""
+    u = urlsplit(url)
+    return f"{u.hostname}:{u.port or (5671 if u.scheme == 'amqps' else 5672)}"
+
+
+class ConfirmTimeout(Exception):
+    """No confirm within the timeout: the message may or may not be stored. Recoverable: the publisher resends it
+    (same ``message_id``, the service de-duplicates) on another node."""
 
 
 class Message:
@@ -28,39 +58,75 @@ class Message:
 
 class PikaTransport:
     """A ``pika.BlockingConnection`` with a confirm-mode channel. Not thread-safe by itself (pika's blocking
-    connection is not): the publisher serialises calls."""
+    connection is not): the publisher serialises calls.
+
+    ``url`` may name several nodes of one cluster (a list, or comma-separated). The transport connects to the
+    first that answers, starting with the one it used last; after a failure (``reset``) it starts with the next one,
+    so the publisher's retry goes to another node than the one that just failed."""
 
     def __init__(
         self,
-        url: str,
+        url: Union[str, Sequence[str]],
         exchange: str,
         declare: bool = True,
         mandatory: bool = False,
         connection_name: Optional[str] = None,
+        confirm_timeout: float = DEFAULT_CONFIRM_TIMEOUT,
     ):
         import pika  # imported here so that a kombu-only deployment does not need pika
 
         self._pika = pika
-        self._params = pika.URLParameters(url)
-        if "blocked_connection_timeout" not in url:
-            # While the broker is in a memory/disk alarm it stops reading from publishers; without a bound a
-            # Django request publishing an event would hang until the alarm clears. Fail it instead.
-            self._params.blocked_connection_timeout = DEFAULT_BLOCKED_TIMEOUT
-        if connection_name:
-            # Shows in `rabbitmqctl list_connections client_properties` and the management UI, which is how an
-            # operator tells Django's publisher from Celery's connections.
-            props = dict(self._params.client_properties or {})
-            props["connection_name"] = connection_name
-            self._params.client_properties = props
+        self._urls = split_urls(url)
+        self._params = [self._parameters(u, connection_name) for u in self._urls]
+        self._next = 0
+        self.node: Optional[str] = None
         self.exchange = exchange
         self.declare = declare
         self.mandatory = mandatory
+        self.confirm_timeout = confirm_timeout
         self._conn = None
         self._channel = None
 
+    @property
+    def node_count(self) -> int:
+        return len(self._params)
+
+    def _parameters(self, url: str, connection_name: Optional[str]):
+        params = self._pika.URLParameters(url)
+        if "blocked_connection_timeout" not in url:
+            # While the broker is in a memory/disk alarm it stops reading from publishers; without a bound a
+            # Django request publishing an event would hang until the alarm clears. Fail it instead.
+            params.blocked_connection_timeout = DEFAULT_BLOCKED_TIMEOUT
+        if connection_name:
+            # Shows in `rabbitmqctl list_connections client_properties` and the management UI, which is how an
+            # operator tells Django's publisher from Celery's connections.
+            props = dict(params.client_properties or {})
+            props["connection_name"] = connection_name
+            params.client_properties = props
+        return params
+
+    def _connect(self):
+        """Try every node once, starting with ``_next``; raise the last failure if none answers."""
+        last: Optional[BaseException] = None
+        for k in range(len(self._params)):
+            i = (self._next + k) % len(self._params)
+            try:
+                conn = self._pika.BlockingConnection(self._params[i])
+            except self._pika.exceptions.AMQPConnectionError as err:
+                log.warning("realtime broker %s unreachable: %r", node_of(self._urls[i]), err)
+                last = err
+                continue
+            self._next = i
+            if self.node is not None and self.node != node_of(self._urls[i]):
+                log.warning("realtime publisher failed over from %s to %s", self.node, node_of(self._urls[i]))
+            self.node = node_of(self._urls[i])
+            return conn
+        assert last is not None
+        raise last
+
     def _open_channel(self):
         if self._conn is None or not self._conn.is_open:
-            self._conn = self._pika.BlockingConnection(self._params)
+            self._conn = self._connect()
         channel = self._conn.channel()
         channel.confirm_delivery()
         return channel
@@ -98,6 +164,15 @@ class PikaTransport:
             app_id="ansflow-django",
         )
         exc = self._pika.exceptions
+        conn = self._conn
+
+        def timed_out() -> None:
+            raise ConfirmTimeout(f"no confirm for message {message.message_id} within {self.confirm_timeout}s from {self.node}")
+
+        # A timer of the connection's I/O loop, which basic_publish runs while it waits for the confirm: raised there,
+        # the exception leaves basic_publish (BlockingConnection.call_later would only fire in process_data_events).
+        # The channel, still expecting that confirm, is then dropped by the publisher's reset.
+        timer = conn._impl._adapter_call_later(self.confirm_timeout, timed_out)
         try:
             # In confirm mode pika's basic_publish blocks until the broker's ack and raises on nack/return.
             channel.basic_publish(self.exchange, routing_key, message.body, properties=props, mandatory=self.mandatory)
@@ -105,6 +180,8 @@ class PikaTransport:
             raise Unroutable(f"no queue bound for routing key {routing_key!r}") from err
         except exc.NackError as err:
             raise NotConfirmed(f"broker nacked message {message.message_id}") from err
+        finally:
+            conn._impl._adapter_remove_timeout(timer)
 
     def is_recoverable(self, err: BaseException) -> bool:
         """Worth one reconnect: the connection or channel died (broker restart, idle connection dropped after
@@ -118,13 +195,13 @@ class PikaTransport:
                 exc.ChannelWrongStateError,
                 exc.ConnectionWrongStateError,
                 exc.StreamLostError,
+                ConfirmTimeout,
                 ConnectionError,
                 OSError,
             ),
         )
 
-    def reset(self) -> None:
-        """Forget the connection after a failure; the next publish opens a new one."""
+    def _forget(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None
         if conn is not None and conn.is_open:
             try:
@@ -132,10 +209,20 @@ class PikaTransport:
             except Exception:  # noqa: BLE001 - closing an already broken connection; nothing to report
                 pass
 
-    close = reset
+    def reset(self) -> None:
+        """Forget the connection after a failure; the next publish opens a new one, on the next node first."""
+        self._forget()
+        self._next = (self._next + 1) % len(self._params)
+
+    def close(self) -> None:
+        self._forget()
 
 
 class KombuTransport:
+    # Kombu fails over itself: give its Connection several hosts (``"amqp://a;amqp://b"`` or a list) and a
+    # ``failover_strategy``; this transport's retry then reconnects through kombu.
+    node_count = 1
+
     """Publishes through an existing kombu connection, e.g. ``celery_app.connection_for_write()``.
 
     Publisher confirms need ``transport_options={"confirm_publish": True}`` on that connection (py-amqp
