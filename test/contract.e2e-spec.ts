@@ -286,6 +286,16 @@ describe('frames of the running service match docs/asyncapi.yaml', () => {
     });
     expect(res.status).toBe(202);
   };
+  /** Several events in one request: they reach the hub in one turn, so a `batch=1` socket gets them as one `batch`
+   * frame (published one request at a time, each may fall in its own 5 ms window and go out unwrapped). */
+  const publishAll = async (items: { channel: string; event: JsonObject }[]): Promise<void> => {
+    const res = await fetch(`${service.url}/api/v1/publish`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${PUBLISH_KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify(items),
+    });
+    expect(res.status).toBe(202);
+  };
 
   beforeAll(async () => {
     service = await bootstrap({
@@ -346,10 +356,12 @@ describe('frames of the running service match docs/asyncapi.yaml', () => {
 
     // Events, as Django publishes them.
     const ts = new Date().toISOString();
-    await publish('execution.42', { type: 'execution_status', data: { execution_id: 42, status: 'running', pipeline_name: 'build', steps: [], total_steps: 2, completed_steps: 0, current_step: null, timestamp: ts } });
-    await publish('execution.42', { type: 'execution_update', execution_id: 42, status: 'running', pipeline_name: 'build', steps: [], total_steps: 2, completed_steps: 0, execution_time: 0.5, timestamp: ts });
-    await publish('execution.42', { type: 'step_progress', execution_id: 42, step_id: 1, step_name: 'checkout', status: 'success', execution_time: 1.2, output: 'ok', error_message: '', timestamp: ts });
-    await publish('execution.42', { type: 'log_entry', execution_id: 42, level: 'info', message: 'Cloning', step_name: 'checkout', source: 'step', timestamp: ts });
+    await publishAll([
+      { channel: 'execution.42', event: { type: 'execution_status', data: { execution_id: 42, status: 'running', pipeline_name: 'build', steps: [], total_steps: 2, completed_steps: 0, current_step: null, timestamp: ts } } },
+      { channel: 'execution.42', event: { type: 'execution_update', execution_id: 42, status: 'running', pipeline_name: 'build', steps: [], total_steps: 2, completed_steps: 0, execution_time: 0.5, timestamp: ts } },
+      { channel: 'execution.42', event: { type: 'step_progress', execution_id: 42, step_id: 1, step_name: 'checkout', status: 'success', execution_time: 1.2, output: 'ok', error_message: '', timestamp: ts } },
+      { channel: 'execution.42', event: { type: 'log_entry', execution_id: 42, level: 'info', message: 'Cloning', step_name: 'checkout', source: 'step', timestamp: ts } },
+    ]);
     await publish('pipeline.7', { type: 'pipeline_update', pipeline_id: 7, status: 'running', progress: 50, logs: [] });
     await publish('project.3', { type: 'project_update', project_id: 3, event: 'pipeline_created', data: { pipeline_id: 7 } });
     const note = { level: 'info', title: 'Build', message: 'Build started' };
