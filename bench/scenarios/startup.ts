@@ -13,7 +13,6 @@ interface StreamReaderModule {
       opts: { heartbeatSeconds: number; timeoutMs: number; name: string },
     ): Promise<{
       subscribe(stream: string, offset: { type: 'first' }, credit: number, onChunk: (c: { buf: Buffer; records: Array<[number, number] | undefined> }) => void): Promise<void>;
-      credit(n: number): void;
       close(): void;
     }>;
   };
@@ -136,7 +135,6 @@ async function bareRead(repoRoot: string, rabbitUrl: string, stream: string, n: 
           const rec = r === undefined ? undefined : amqp10.decodeRecord(chunk.buf, r[0], r[1]);
           if (rec !== undefined) JSON.parse(rec.body.toString('utf8'));
         }
-        c.credit(1);
         if (seen >= n) resolve();
       }).catch(reject);
     });

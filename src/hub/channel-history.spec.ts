@@ -2,7 +2,7 @@ import { ChannelHistory, EVENT_OVERHEAD_BYTES } from './channel-history';
 import type { HubEvent } from './hub-event';
 
 function ev(channel: string, position: number, receivedAtMs = Date.now()): HubEvent {
-  return { channel, type: 't', position, frame: Buffer.from('{}'), publishedAtMs: undefined, receivedAtMs };
+  return { channel, position, frame: Buffer.from('{}'), publishedAtMs: undefined, receivedAtMs };
 }
 
 describe('ChannelHistory', () => {

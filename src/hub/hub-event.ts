@@ -3,7 +3,6 @@ import type { EndpointKind } from '../metrics/metric-names';
 /** One published event, serialized once; every subscriber gets the same bytes. */
 export interface HubEvent {
   readonly channel: string;
-  readonly type: string;
   /** Where the event sits in the global order (stream offset with a broker; a process counter without). */
   readonly position: number;
   /** The frame as sent: the publisher's object plus `channel`, `position` and, when absent, `timestamp`. */

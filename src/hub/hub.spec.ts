@@ -53,6 +53,19 @@ describe('Hub', () => {
     expect(s.frames).toHaveLength(1);
   });
 
+  it('remembers the last dedupWindow message ids, forgetting the oldest first', () => {
+    const h = new Hub({ history: { size: 100, ttlMs: 60_000, maxChannels: 100 }, dedupWindow: 3, batchWindowMs: 0, batchMaxEvents: 50, externalPositions: false });
+    for (const id of ['a', 'b', 'c', 'd']) expect(h.publish('system', { type: 'x' }, { messageId: id })).toBeDefined();
+    // 'a' was forgotten when 'd' came; b, c and d are still known (a duplicate does not push anything out).
+    expect(h.publish('system', { type: 'x' }, { messageId: 'd' })).toBeUndefined();
+    expect(h.publish('system', { type: 'x' }, { messageId: 'b' })).toBeUndefined();
+    expect(h.publish('system', { type: 'x' }, { messageId: 'a' })).toBeDefined();
+    // 'a' pushed out the oldest, 'b'; then 'b' pushed out 'c', and 'c' pushed out 'd': a is still known.
+    expect(h.publish('system', { type: 'x' }, { messageId: 'b' })).toBeDefined();
+    expect(h.publish('system', { type: 'x' }, { messageId: 'c' })).toBeDefined();
+    expect(h.publish('system', { type: 'x' }, { messageId: 'a' })).toBeUndefined();
+  });
+
   it('replays missed events before live ones on subscribe with since', () => {
     const h = hub();
     const first = h.publish('execution.2', { type: 'a' });

@@ -66,6 +66,10 @@ export class Hub {
   readonly snapshots = new ExecutionSnapshots();
   private readonly channels = new Map<string, Channel>();
   private readonly seenIds = new Set<string>();
+  /** The ids in `seenIds`, oldest first, as a ring: evicting the oldest is one array read (a Set's own iteration
+   * order costs a walk over every deleted entry until the table is rebuilt: it was a third of a replay's CPU). */
+  private readonly idRing: Array<string | undefined>;
+  private idRingNext = 0;
   private readonly dirty = new Set<Channel>();
   private flushTimer: NodeJS.Timeout | undefined;
   /** Without a broker, positions start from the clock so a restarted process never reuses an old position. */
@@ -81,6 +85,7 @@ export class Hub {
     private readonly stats: HubStats = NO_STATS,
   ) {
     this.history = new ChannelHistory(options.history, options.externalPositions ? undefined : this.nextPosition - 1);
+    this.idRing = new Array<string | undefined>(options.dedupWindow);
   }
 
   /** The broker consumer learnt where it starts reading: every event after `startFloor` will pass through here. */
@@ -150,7 +155,6 @@ export class Hub {
     const position = meta.position ?? this.nextPosition++;
     const event: HubEvent = {
       channel,
-      type: String(body.type),
       position,
       frame: (meta.raw !== undefined ? spliceFrame(meta.raw, body, channel, position) : undefined) ?? buildFrame(body, channel, position, meta.publishedAtMs ?? now),
       publishedAtMs: meta.publishedAtMs,
@@ -279,12 +283,13 @@ export class Hub {
 
   private rememberId(id: string): boolean {
     if (this.options.dedupWindow === 0) return true;
-    if (this.seenIds.has(id)) return false;
+    const size = this.seenIds.size;
     this.seenIds.add(id);
-    if (this.seenIds.size > this.options.dedupWindow) {
-      const oldest = this.seenIds.values().next();
-      if (oldest.done !== true) this.seenIds.delete(oldest.value);
-    }
+    if (this.seenIds.size === size) return false; // seen before (one lookup instead of has + add)
+    const oldest = this.idRing[this.idRingNext];
+    if (oldest !== undefined) this.seenIds.delete(oldest);
+    this.idRing[this.idRingNext] = id;
+    this.idRingNext = (this.idRingNext + 1) % this.idRing.length;
     return true;
   }
 }
@@ -313,8 +318,34 @@ function spliceFrame(raw: Buffer, body: Record<string, unknown>, channel: string
   let end = raw.length - 1;
   while (end > 0 && raw[end] !== CLOSE_BRACE) end--;
   if (end <= 1) return undefined;
-  // An empty object is not a valid event (no `type`), so there is always a member before the brace.
-  return Buffer.concat([raw.subarray(0, end), Buffer.from(`,"channel":"${channel}","position":${position}}`)]);
+  // An empty object is not a valid event (no `type`), so there is always a member before the brace. One allocation:
+  // the tail is ASCII (a channel name matches CHANNEL_PATTERN), so its length in bytes is its length in characters.
+  const tail = `,"channel":"${channel}","position":${position}}`;
+  const frame = allocFrame(end + tail.length);
+  raw.copy(frame, 0, 0, end);
+  frame.write(tail, end, 'latin1');
+  return frame;
+}
+
+/**
+ * Frames built from received bytes come from slabs of 64 KiB rather than Node's 8 KiB pool: a replay builds hundreds of
+ * thousands of them, and creating a pool (an ArrayBuffer, counted as external memory that can start a collection)
+ * every ~25 frames was a tenth of its CPU. A slab is freed once none of its frames is referenced; the history drops
+ * events roughly oldest first, so slabs empty in order.
+ */
+const SLAB_BYTES = 64 * 1024;
+let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+let slabUsed = 0;
+
+function allocFrame(n: number): Buffer {
+  if (n > SLAB_BYTES / 16) return Buffer.allocUnsafeSlow(n);
+  if (slabUsed + n > SLAB_BYTES) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+    slabUsed = 0;
+  }
+  const frame = slab.subarray(slabUsed, slabUsed + n);
+  slabUsed += n + ((8 - (n & 7)) & 7); // 8-byte aligned, like Node's pool
+  return frame;
 }
 
 function zeroTally(): Record<EndpointKind, number> {

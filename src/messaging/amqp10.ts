@@ -43,8 +43,8 @@ export function decodeRecord(buf: Buffer, start: number, end: number): StreamRec
       }
       switch (code) {
         case 0x72: // message annotations
-          p = readMap(buf, p, (key, at) => {
-            if (key === 'x-routing-key') r.routingKey = readString(buf, at) ?? '';
+          p = readMap(buf, p, (keyAt, at) => {
+            if (keyIs(buf, keyAt, ROUTING_KEY)) r.routingKey = readString(buf, at) ?? '';
           });
           break;
         case 0x73: // properties: a list; message-id is field 0, creation-time field 9
@@ -54,9 +54,9 @@ export function decodeRecord(buf: Buffer, start: number, end: number): StreamRec
           });
           break;
         case 0x74: // application properties (the AMQP 0-9-1 headers)
-          p = readMap(buf, p, (key, at) => {
-            if (key === 'x-published-at-ms') r.publishedAtHeader = readScalar(buf, at);
-            else if (key === 'x-ansflow-sync') r.syncId = readString(buf, at);
+          p = readMap(buf, p, (keyAt, at) => {
+            if (keyIs(buf, keyAt, PUBLISHED_AT)) r.publishedAtHeader = readScalar(buf, at);
+            else if (keyIs(buf, keyAt, SYNC)) r.syncId = readString(buf, at);
           });
           break;
         case 0x75: {
@@ -162,8 +162,29 @@ function readScalar(buf: Buffer, p: number): unknown {
   }
 }
 
-/** Walk a map; `visit` gets each string/symbol key and the position of its value. Returns the end position. */
-function readMap(buf: Buffer, p: number, visit: (key: string, valueAt: number) => void): number {
+const ROUTING_KEY = Buffer.from('x-routing-key');
+const PUBLISHED_AT = Buffer.from('x-published-at-ms');
+const SYNC = Buffer.from('x-ansflow-sync');
+
+/** Whether the value at `p` is a string or symbol whose bytes are `key`'s (no string is built for the comparison). */
+function keyIs(buf: Buffer, p: number, key: Buffer): boolean {
+  const c = buf[p];
+  let start: number;
+  let length: number;
+  if (c === 0xa1 || c === 0xa3) {
+    length = buf[p + 1];
+    start = p + 2;
+  } else if (c === 0xb1 || c === 0xb3) {
+    length = buf.readUInt32BE(p + 1);
+    start = p + 5;
+  } else return false;
+  if (length !== key.length) return false;
+  for (let i = 0; i < length; i++) if (buf[start + i] !== key[i]) return false;
+  return true;
+}
+
+/** Walk a map; `visit` gets the position of each key and of its value. Returns the end position. */
+function readMap(buf: Buffer, p: number, visit: (keyAt: number, valueAt: number) => void): number {
   const c = buf[p];
   let q: number;
   let count: number;
@@ -176,9 +197,9 @@ function readMap(buf: Buffer, p: number, visit: (key: string, valueAt: number) =
   } else return skip(buf, p);
   const end = skip(buf, p);
   for (let i = 0; i + 1 < count; i += 2) {
-    const key = readString(buf, q);
+    const keyAt = q;
     q = skip(buf, q);
-    if (key !== undefined) visit(key, q);
+    visit(keyAt, q);
     q = skip(buf, q);
   }
   return end;

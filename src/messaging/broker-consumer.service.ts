@@ -19,7 +19,7 @@ import { StreamConnection, type Chunk, type OffsetSpec, type StreamAddress } fro
 /** The header of a sync marker: a message this service writes into the stream to learn where the stream ends. */
 export const SYNC_MARKER_HEADER = 'x-ansflow-sync';
 /** Chunks the broker may send ahead of the one being handled (the stream protocol's credit). */
-const STREAM_CREDIT = 32;
+const STREAM_CREDIT = 64;
 const RECONNECT_DELAY_MS = 1000;
 
 /**
@@ -68,6 +68,9 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private readonly markers = new Map<string, () => void>();
   private syncWaiters: Array<() => void> = [];
   private syncInFlight = false;
+  /** Records consumed and events published while handling the current chunk (metrics, added once per chunk). */
+  private consumedInChunk = 0;
+  private publishedInChunk = 0;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -261,10 +264,12 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.validateTag = v.consumerTag;
   }
 
-  /** One chunk: every record in offset order, synchronously; then one more chunk of credit. */
+  /** One chunk: every record in offset order, synchronously (the connection then credits it back). */
   private onChunk(conn: StreamConnection, chunk: Chunk): void {
     if (conn !== this.stream) return;
     const { buf, records } = chunk;
+    this.consumedInChunk = 0;
+    this.publishedInChunk = 0;
     for (let i = 0; i < records.length; i++) {
       const offset = chunk.firstOffset + i;
       // A subscription at an offset starts with the whole chunk holding it: skip what was processed.
@@ -278,12 +283,14 @@ export class BrokerConsumer implements OnApplicationBootstrap {
         this.logger.error({ err, offset }, 'stream message handling failed');
       }
     }
-    conn.credit(1);
+    // Counted once per chunk: a labelled counter's inc per record was 4 % of a replay's CPU.
+    if (this.consumedInChunk > 0) this.metrics.consumed.inc(this.consumedInChunk);
+    if (this.publishedInChunk > 0) this.metrics.published.inc({ source: 'broker' }, this.publishedInChunk);
   }
 
   private onRecord(offset: number, rec: StreamRecord | undefined): void {
     if (rec === undefined) {
-      this.metrics.consumed.inc();
+      this.consumedInChunk++;
       this.logger.error({ offset }, 'unreadable stream record skipped');
       this.hub.skipPosition(offset);
       return;
@@ -304,7 +311,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       return;
     }
     // Counted once it is not a marker: markers are this service's bookkeeping, not messages.
-    this.metrics.consumed.inc();
+    this.consumedInChunk++;
     const c = classify(rec.routingKey, rec.body, this.config.BROKER_MAX_MESSAGE_BYTES);
     if (!c.ok) {
       this.logger.debug({ reason: c.reason, offset }, 'skipping an invalid stream message (dead-lettered by the validator)');
@@ -319,7 +326,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       // Replayed history is not live: it would swamp the latency histogram with its age.
       publishedAtMs: caughtUp ? publishedAtMs({ 'x-published-at-ms': rec.publishedAtHeader }, rec.timestampSeconds) : undefined,
     });
-    if (event !== undefined) this.metrics.published.inc({ source: 'broker' });
+    if (event !== undefined) this.publishedInChunk++;
   }
 
   private onValidateMessage(ch: ConfirmChannel, msg: ConsumeMessage | null): void {

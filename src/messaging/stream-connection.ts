@@ -54,7 +54,10 @@ export class StreamProtocolError extends Error {}
 /** One TCP connection speaking the stream protocol, with at most one subscription. */
 export class StreamConnection {
   private readonly socket: Socket;
-  private pending: Buffer | undefined;
+  /** Pieces of a frame not yet whole, their bytes, and the bytes that make it whole. */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private pendingNeed = 0;
   private nextCorrelation = 1;
   private readonly waiting = new Map<number, { resolve: (r: Buffer) => void; reject: (e: Error) => void }>();
   private heartbeatTimer: NodeJS.Timeout | undefined;
@@ -62,6 +65,9 @@ export class StreamConnection {
   private closed = false;
   private closeListeners: Array<(err: Error | undefined) => void> = [];
   private onChunk: ((chunk: Chunk) => void) | undefined;
+  /** Chunks handled since the last credit was sent, and how many to gather before sending it. */
+  private handled = 0;
+  private creditBatch = 1;
   private tuned: (() => void) | undefined;
 
   private constructor(
@@ -109,9 +115,13 @@ export class StreamConnection {
     else this.closeListeners.push(listener);
   }
 
-  /** Subscribe to `stream`; `onChunk` runs synchronously for each delivered chunk. Call `credit(1)` per chunk handled. */
+  /**
+   * Subscribe to `stream`; `onChunk` runs synchronously for each delivered chunk. Chunks are credited back once
+   * `onChunk` returns, `initialCredit / 2` at a time.
+   */
   async subscribe(stream: string, offset: OffsetSpec, initialCredit: number, onChunk: (chunk: Chunk) => void): Promise<void> {
     this.onChunk = onChunk;
+    this.creditBatch = Math.max(1, Math.floor(initialCredit / 2));
     await this.request(KEY.Subscribe, (w) => {
       w.u8(SUBSCRIPTION_ID).string(stream).u16(OFFSET_TYPE[offset.type]);
       if (offset.type === 'offset') w.u64(offset.offset);
@@ -120,7 +130,7 @@ export class StreamConnection {
     });
   }
 
-  credit(chunks: number): void {
+  private credit(chunks: number): void {
     this.send(new Writer().u16(KEY.Credit).u16(1).u8(SUBSCRIPTION_ID).u16(chunks));
   }
 
@@ -166,25 +176,62 @@ export class StreamConnection {
 
   private received(data: Buffer): void {
     this.lastReceivedMs = Date.now();
-    let buf = this.pending === undefined ? data : Buffer.concat([this.pending, data]);
-    let p = 0;
-    while (buf.length - p >= 4) {
-      const size = buf.readUInt32BE(p);
-      if (buf.length - p - 4 < size) break;
-      try {
-        this.frame(buf, p + 4, p + 4 + size);
-      } catch (err) {
-        this.socket.destroy();
-        this.shutdown(err instanceof Error ? err : new StreamProtocolError(String(err)));
-        return;
+    // A frame larger than one read (a chunk of many records) arrives in pieces: keep them until it is whole, then
+    // join them once (joining at every read copied the same bytes again and again).
+    if (this.pending.length > 0) {
+      this.pending.push(data);
+      this.pendingBytes += data.length;
+      if (this.pendingBytes < this.pendingNeed) return;
+      const need = this.pendingNeed;
+      const joined = Buffer.concat(this.pending, need === 4 ? this.pendingBytes : need);
+      const rest = this.pendingBytes - need;
+      this.pending = [];
+      this.pendingBytes = 0;
+      if (need === 4) data = joined; // only the size was cut: start again from the joined bytes (rare)
+      else {
+        // The frame is whole: handle it, then go on with the rest of this read, which nobody has copied.
+        if (!this.handleFrame(joined, 0, need)) return;
+        data = data.subarray(data.length - rest);
       }
+    }
+    let p = 0;
+    while (data.length - p >= 4) {
+      const size = data.readUInt32BE(p);
+      if (data.length - p - 4 < size) break;
+      if (!this.handleFrame(data, p, p + 4 + size)) return;
       p += 4 + size;
     }
-    if (p === buf.length) this.pending = undefined;
-    else {
-      buf = buf.subarray(p);
+    this.creditHandled();
+    if (p < data.length) {
+      const rest = data.subarray(p);
       // Keep only the unread tail (a copy when small, so a large delivered buffer is not retained for a few bytes).
-      this.pending = buf.length < 4096 ? Buffer.from(buf) : buf;
+      this.pending.push(rest.length < 4096 ? Buffer.from(rest) : rest);
+      this.pendingBytes = rest.length;
+      this.pendingNeed = rest.length >= 4 ? 4 + rest.readUInt32BE(0) : 4;
+    }
+  }
+
+  /** Handle the frame at `buf[start, end)` (size included); false when it was bad and the connection is closed. */
+  private handleFrame(buf: Buffer, start: number, end: number): boolean {
+    try {
+      this.frame(buf, start + 4, end);
+      return true;
+    } catch (err) {
+      this.socket.destroy();
+      this.shutdown(err instanceof Error ? err : new StreamProtocolError(String(err)));
+      return false;
+    }
+  }
+
+  /**
+   * Give back the credit of handled chunks, in one Credit command once half the initial credit is used: the broker
+   * always has chunks to send, and the reader writes once per `initialCredit / 2` chunks instead of once per chunk
+   * (a write per chunk of ~20 records was a fifth of a replay's CPU).
+   */
+  private creditHandled(): void {
+    if (this.handled > 0 && this.handled >= this.creditBatch) {
+      this.credit(this.handled);
+      this.handled = 0;
     }
   }
 
@@ -270,6 +317,7 @@ export class StreamConnection {
       }
     }
     this.onChunk?.({ firstOffset, numRecords: chunkType === 0 ? numRecords : 0, buf, records });
+    this.handled++;
   }
 
   private shutdown(err: Error | undefined): void {
