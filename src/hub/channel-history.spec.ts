@@ -50,6 +50,29 @@ describe('ChannelHistory', () => {
     expect(h.since(['a'], 1).complete).toBe(true);
   });
 
+  it('drops the least recently written channel, not the first created', () => {
+    const h = new ChannelHistory({ size: 100, ttlMs: 60_000, maxChannels: 2 }, 0);
+    h.append(ev('a', 1));
+    h.append(ev('b', 2));
+    h.append(ev('a', 3)); // a is now the most recently written
+    h.append(ev('c', 4)); // drops b
+    expect(h.evicted.channels).toBe(1);
+    expect(h.since(['a'], 0)).toMatchObject({ complete: true });
+    expect(h.since(['a'], 0).events.map((e) => e.position)).toEqual([1, 3]);
+    expect(h.since(['b'], 0).complete).toBe(false);
+    expect(h.since(['b'], 2).complete).toBe(true);
+  });
+
+  it('keeps the newest events of a long-lived channel in order as old ones are cut off', () => {
+    const h = new ChannelHistory({ size: 3, ttlMs: 60_000, maxChannels: 10 }, 0);
+    for (let p = 1; p <= 500; p++) h.append(ev('a', p));
+    expect(h.size).toBe(3);
+    expect(h.evicted.count).toBe(497);
+    expect(h.since(['a'], 497)).toMatchObject({ complete: true });
+    expect(h.since(['a'], 497).events.map((e) => e.position)).toEqual([498, 499, 500]);
+    expect(h.since(['a'], 496).complete).toBe(false);
+  });
+
   it('keeps within the byte budget by dropping the oldest events across channels, and moves the floors with them', () => {
     const cost = 2 + EVENT_OVERHEAD_BYTES; // a '{}' frame
     const h = new ChannelHistory({ size: 100, ttlMs: 60_000, maxChannels: 10, maxBytes: 4 * cost }, 0);

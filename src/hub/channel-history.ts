@@ -14,43 +14,67 @@ export interface HistoryOptions {
 /** Why events left the history (the label of the evictions metric). */
 export type EvictionReason = 'count' | 'age' | 'channels' | 'bytes';
 
+/**
+ * One channel's kept events, oldest first from `head`: parallel arrays rather than an object per event, so a kept
+ * event costs its frame (a Buffer object over slab bytes) and three array slots. Entries before `head` are dropped
+ * and are cut off once they are half the arrays.
+ */
 interface ChannelLog {
-  events: HubEvent[];
-  /** Every event of this channel with a position above `floor` is in `events`. */
+  frames: Buffer[];
+  positions: number[];
+  receivedAtMs: number[];
+  head: number;
+  /** Every event of this channel with a position above `floor` is kept. */
   floor: number;
   /** Set when the whole log was dropped (least recently written channel). */
   dropped: boolean;
+  /** Neighbours in the least-recently-written order (a list: moving a log to its end is two pointer updates). */
+  older: ChannelLog | undefined;
+  newer: ChannelLog | undefined;
+  readonly channel: string;
 }
 
 /**
- * What one kept event costs beyond its frame's bytes: the HubEvent object, the Buffer object and its slots in the
- * channel's array and the age queue (V8 on 64-bit, rounded up). It makes the byte budget track the heap, not only
- * the payloads: with 300-byte frames it is about a third of the total.
+ * What one kept event costs beyond its frame's bytes, measured on Node 20 (64-bit): the frame's Buffer object
+ * (~97 B), its slots in the log's three arrays and in the age order of the byte budget, and the arrays' growth
+ * slack. It makes the byte budget track the process's memory, not only the payloads.
  */
 export const EVENT_OVERHEAD_BYTES = 160;
+
+/** An event found for a resume. */
+export interface KeptEvent {
+  position: number;
+  frame: Buffer;
+}
 
 export interface Recovery {
   /** True when every event after `since` on the asked channels is returned; false when some are gone. */
   complete: boolean;
-  events: HubEvent[];
+  events: KeptEvent[];
 }
 
 /**
  * Bounded per-channel history with positions, for resume. A recovery is complete only when the history can prove
  * it holds every event after the client's position: each channel keeps a `floor` below which events may have
- * been dropped (by count, by age, or because this instance started reading later). Never a partial recovery
- * presented as complete.
+ * been dropped (by count, by age, by the byte budget, or because this instance started reading later). Never a
+ * partial recovery presented as complete.
  */
 export class ChannelHistory {
   private readonly logs = new Map<string, ChannelLog>();
+  /** The least and the most recently written logs. */
+  private oldestLog: ChannelLog | undefined;
+  private newestLog: ChannelLog | undefined;
   /** Positions at or below this may be unknown to this instance (it started reading the stream after them). */
   private startFloor: number;
   /** The highest position of a channel log dropped whole (LRU); those channels' events below it are unknown. */
   private droppedFloor = -1;
   private lastPosition = -1;
-  /** Every kept event in append (= position) order with its log, for the byte budget: oldest first, across channels.
-   * Entries of events already dropped otherwise stay until they reach the head or a compaction. */
-  private order: Array<{ event: HubEvent; log: ChannelLog }> = [];
+  /**
+   * Every kept event in append (= position) order, as its log and position, for the byte budget: oldest first,
+   * across channels. Entries of events already dropped otherwise stay until they reach the head or a compaction.
+   */
+  private orderLogs: ChannelLog[] = [];
+  private orderPositions: number[] = [];
   private orderHead = 0;
   private heldBytes = 0;
   private heldEvents = 0;
@@ -95,57 +119,96 @@ export class ChannelHistory {
     return this.lastPosition;
   }
 
+  /** Keep `event` (its channel, position, frame and arrival time; the object itself is not retained). */
   append(event: HubEvent): void {
-    if (event.position > this.lastPosition) this.lastPosition = event.position;
+    const { channel, position } = event;
+    if (position > this.lastPosition) this.lastPosition = position;
     if (this.options.size === 0) return;
-    let log = this.logs.get(event.channel);
+    let log = this.logs.get(channel);
     if (log === undefined) {
-      log = { events: [], floor: Math.max(this.startFloor, this.droppedFloor), dropped: false };
       if (this.logs.size >= this.options.maxChannels) this.dropOldestChannel();
-    } else {
-      this.logs.delete(event.channel); // re-insert: Map order is the LRU order
+      const floor = Math.max(this.startFloor, this.droppedFloor);
+      log = { frames: [], positions: [], receivedAtMs: [], head: 0, floor, dropped: false, older: undefined, newer: undefined, channel };
+      this.logs.set(channel, log);
+      this.linkNewest(log);
+    } else if (log !== this.newestLog) {
+      this.unlink(log);
+      this.linkNewest(log);
     }
-    this.logs.set(event.channel, log);
-    log.events.push(event);
-    this.heldBytes += cost(event);
+    log.frames.push(event.frame);
+    log.positions.push(position);
+    log.receivedAtMs.push(event.receivedAtMs);
+    this.heldBytes += event.frame.length + EVENT_OVERHEAD_BYTES;
     this.heldEvents++;
-    if (this.maxBytes > 0) this.order.push({ event, log });
-    if (log.events.length > this.options.size) this.removeHead(log, log.events.length - this.options.size, 'count');
+    if (this.maxBytes > 0) {
+      this.orderLogs.push(log);
+      this.orderPositions.push(position);
+    }
+    const kept = log.frames.length - log.head;
+    if (kept > this.options.size) this.removeHead(log, kept - this.options.size, 'count');
     this.expire(log, event.receivedAtMs);
     if (this.maxBytes > 0) this.enforceBudget();
   }
 
   /** Drop the oldest events across all channels until the held bytes fit the budget; floors move with them. */
   private enforceBudget(): void {
-    while (this.heldBytes > this.maxBytes && this.orderHead < this.order.length) {
-      const { event, log } = this.order[this.orderHead++];
+    while (this.heldBytes > this.maxBytes && this.orderHead < this.orderLogs.length) {
+      const log = this.orderLogs[this.orderHead];
+      const position = this.orderPositions[this.orderHead++];
       // Still held: it is its log's first event (logs drop from their head only).
-      if (!log.dropped && log.events.length > 0 && log.events[0] === event) this.removeHead(log, 1, 'bytes');
+      if (!log.dropped && log.head < log.positions.length && log.positions[log.head] === position) this.removeHead(log, 1, 'bytes');
     }
     const stale = this.orderHead;
-    const queued = this.order.length - stale;
-    if (stale > 4096 && stale * 2 > this.order.length) {
-      this.order = this.order.slice(stale);
+    const queued = this.orderLogs.length - stale;
+    if (stale > 4096 && stale * 2 > this.orderLogs.length) {
+      this.orderLogs = this.orderLogs.slice(stale);
+      this.orderPositions = this.orderPositions.slice(stale);
       this.orderHead = 0;
     } else if (queued > 2 * this.heldEvents + 4096) {
       // Entries of events dropped by count or age pile up behind live ones: keep only the held events.
-      this.order = this.order.slice(stale).filter(({ event, log }) => !log.dropped && log.events.length > 0 && event.position >= log.events[0].position);
+      const logs: ChannelLog[] = [];
+      const positions: number[] = [];
+      for (let i = stale; i < this.orderLogs.length; i++) {
+        const log = this.orderLogs[i];
+        const position = this.orderPositions[i];
+        if (!log.dropped && log.head < log.positions.length && position >= log.positions[log.head]) {
+          logs.push(log);
+          positions.push(position);
+        }
+      }
+      this.orderLogs = logs;
+      this.orderPositions = positions;
       this.orderHead = 0;
     }
   }
 
   private removeHead(log: ChannelLog, n: number, reason: EvictionReason): void {
-    const removed = log.events.splice(0, n);
-    for (const e of removed) this.heldBytes -= cost(e);
-    this.heldEvents -= removed.length;
-    this.evicted[reason] += removed.length;
-    log.floor = removed[removed.length - 1].position;
+    const end = log.head + n;
+    for (let i = log.head; i < end; i++) this.heldBytes -= log.frames[i].length + EVENT_OVERHEAD_BYTES;
+    this.heldEvents -= n;
+    this.evicted[reason] += n;
+    log.floor = log.positions[end - 1];
+    if (end === log.frames.length) {
+      log.frames = [];
+      log.positions = [];
+      log.receivedAtMs = [];
+      log.head = 0;
+    } else if (end > 64 && end * 2 > log.frames.length) {
+      log.frames = log.frames.slice(end);
+      log.positions = log.positions.slice(end);
+      log.receivedAtMs = log.receivedAtMs.slice(end);
+      log.head = 0;
+    } else {
+      // Let go of the frames now; the slots are cut off later.
+      for (let i = log.head; i < end; i++) log.frames[i] = EMPTY;
+      log.head = end;
+    }
   }
 
   /** Events after `since` on `channels`, merged in position order. */
   since(channels: Iterable<string>, since: number, nowMs = Date.now()): Recovery {
     if (since > this.lastPosition) return { complete: since === this.lastPosition, events: [] };
-    const events: HubEvent[] = [];
+    const events: KeptEvent[] = [];
     let complete = true;
     for (const channel of channels) {
       const log = this.logs.get(channel);
@@ -155,7 +218,7 @@ export class ChannelHistory {
       }
       this.expire(log, nowMs);
       if (since < log.floor) complete = false;
-      for (let i = log.events.length - 1; i >= 0 && log.events[i].position > since; i--) events.push(log.events[i]);
+      for (let i = log.positions.length - 1; i >= log.head && log.positions[i] > since; i--) events.push({ position: log.positions[i], frame: log.frames[i] });
     }
     events.sort((a, b) => a.position - b.position);
     return { complete, events };
@@ -164,24 +227,45 @@ export class ChannelHistory {
   private expire(log: ChannelLog, nowMs: number): void {
     const cutoff = nowMs - this.options.ttlMs;
     let n = 0;
-    while (n < log.events.length && log.events[n].receivedAtMs < cutoff) n++;
+    const times = log.receivedAtMs;
+    while (log.head + n < times.length && times[log.head + n] < cutoff) n++;
     if (n > 0) this.removeHead(log, n, 'age');
   }
 
+  private linkNewest(log: ChannelLog): void {
+    log.older = this.newestLog;
+    log.newer = undefined;
+    if (this.newestLog !== undefined) this.newestLog.newer = log;
+    else this.oldestLog = log;
+    this.newestLog = log;
+  }
+
+  private unlink(log: ChannelLog): void {
+    if (log.older !== undefined) log.older.newer = log.newer;
+    else this.oldestLog = log.newer;
+    if (log.newer !== undefined) log.newer.older = log.older;
+    else this.newestLog = log.older;
+    log.older = undefined;
+    log.newer = undefined;
+  }
+
   private dropOldestChannel(): void {
-    const oldest = this.logs.entries().next();
-    if (oldest.done === true) return;
-    const [channel, log] = oldest.value;
-    this.logs.delete(channel);
+    const log = this.oldestLog;
+    if (log === undefined) return;
+    this.unlink(log);
+    this.logs.delete(log.channel);
     log.dropped = true;
-    for (const e of log.events) this.heldBytes -= cost(e);
-    this.heldEvents -= log.events.length;
-    this.evicted.channels += log.events.length;
-    const last = log.events.length > 0 ? log.events[log.events.length - 1].position : log.floor;
+    const kept = log.frames.length - log.head;
+    for (let i = log.head; i < log.frames.length; i++) this.heldBytes -= log.frames[i].length + EVENT_OVERHEAD_BYTES;
+    this.heldEvents -= kept;
+    this.evicted.channels += kept;
+    const last = kept > 0 ? log.positions[log.positions.length - 1] : log.floor;
     if (last > this.droppedFloor) this.droppedFloor = last;
+    log.frames = [];
+    log.positions = [];
+    log.receivedAtMs = [];
+    log.head = 0;
   }
 }
 
-function cost(e: HubEvent): number {
-  return e.frame.length + EVENT_OVERHEAD_BYTES;
-}
+const EMPTY = Buffer.alloc(0);
