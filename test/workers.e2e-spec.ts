@@ -1,8 +1,7 @@
 import { get } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { deleteBrokerObjects, ensureBuilt, Instance, Publisher, RABBITMQ_URL } from './support/cluster';
-import { PUBLISH_KEY } from './support/service';
-import { mintToken, TEST_SECRET } from './support/tokens';
+import { deleteBrokerObjects, ensureBuilt, Instance, instanceEnv, Publisher } from './support/cluster';
+import { mintToken } from './support/tokens';
 import { TestClient, type Frame } from './support/ws-client';
 
 /**
@@ -91,16 +90,7 @@ describe('WORKERS=2: every core of one host', () => {
   const workerPids = new Set<number>();
 
   beforeAll(async () => {
-    instance = new Instance('workers', ensureBuilt(), {
-      NODE_ENV: 'test',
-      HOST: '127.0.0.1',
-      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'info',
-      DJANGO_SECRET_KEY: TEST_SECRET,
-      PUBLISH_API_KEY: PUBLISH_KEY,
-      RABBITMQ_URL,
-      RABBITMQ_EXCHANGE: exchange,
-      WORKERS: '2',
-    });
+    instance = new Instance('workers', ensureBuilt(), instanceEnv(exchange, { WORKERS: '2' }));
     // Generous: two workers boot at once and each joins the port only once caught up with the stream.
     await instance.start(150_000);
     publisher = await Publisher.connect(exchange);

@@ -1,19 +1,16 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { get } from 'node:http';
-import { sum, type Context, type Figures } from '../lib/context';
+import type { Context, Figures } from '../lib/context';
 import type { HubKind } from '../lib/hubs';
-import { cpuSeconds, sleep } from '../lib/proc';
-import { nowMs } from '../lib/stats';
-import { fanout } from './fanout';
-
-const PROGRESS_EVERY_MS = 10;
+import { sleep } from '../lib/proc';
+import { fanout, fanoutOn } from './fanout';
 
 /**
  * Fan-out (the `fanout` load: subscribers over a few hot channels, closed loop) on the service with `WORKERS=1` and
- * `WORKERS=2` (node:cluster, one port), and on the baseline (one process) in the same run. Kept apart from
- * `fanout.ts` for two things a cluster needs: the server's CPU is the sum over the primary and its workers, and the
- * sockets are opened only once both workers serve the port (a worker joins it when it has caught up with the
- * stream; sockets opened before would all go to the first one).
+ * `WORKERS=2` (node:cluster, one port), and on the baseline (one process) in the same run. The load is `fanout.ts`'s
+ * with two things a cluster needs: the server's CPU is the sum over the primary and its workers, and the sockets are
+ * opened only once both workers serve the port (a worker joins it when it has caught up with the stream; sockets
+ * opened before would all go to the first one).
  */
 export async function workers(ctx: Context, kind: HubKind): Promise<Figures> {
   if (kind === 'baseline') {
@@ -35,7 +32,6 @@ export async function workers(ctx: Context, kind: HubKind): Promise<Figures> {
 }
 
 async function fanoutWithWorkers(ctx: Context, n: number): Promise<Figures> {
-  const { opts } = ctx;
   const env = ctx.hubOptions.extraEnv;
   const saved = env.WORKERS;
   env.WORKERS = String(n);
@@ -48,50 +44,12 @@ async function fanoutWithWorkers(ctx: Context, n: number): Promise<Figures> {
   }
   const { hubs, exchange } = started;
   const [hub] = hubs;
-  const channels = ctx.channelNames(opts.fanoutChannels);
-  const f: Figures = { workers: n };
-  try {
-    if (n > 1) await waitForWorkers(hub.port, n);
-    const conn = await ctx.connect(ctx.specs(opts.fanoutSubscribers, opts.fanoutChannels, [hub.port], false), opts.connectRate);
-    f.connect_failed = conn.failed;
-    await sleep(opts.settleSeconds * 1000);
-
-    await ctx.reset(false);
-    ctx.track(PROGRESS_EVERY_MS);
-    const warm = await ctx.closedLoop(exchange, channels, opts.window, opts.fanoutWarmupSeconds * 1000);
-    await ctx.drain(warm.published);
-    ctx.untrack();
-    await sleep(200);
-
-    await ctx.reset(false);
-    ctx.track(PROGRESS_EVERY_MS);
-    const pids = processTree(hub.pid);
-    const treeCpu = (): number => pids.reduce((total, p) => total + cpuSeconds(p), 0);
-    const cpu0 = treeCpu();
-    const t0 = nowMs();
-    const pub = await ctx.closedLoop(exchange, channels, opts.window, opts.fanoutSeconds * 1000);
-    const c = await ctx.drain(pub.published);
-    const seconds = (nowMs() - t0) / 1000;
-    const cpu = treeCpu() - cpu0;
-    ctx.untrack();
-    const deliveries = c.received - c.duplicates;
-    f.processes = pids.length;
-    f.deliveries = deliveries;
-    f.seconds = seconds;
-    f.deliveries_per_s = deliveries / seconds;
-    f.server_cpu_share = cpu / seconds;
-    f.cpu_s_per_100k = (cpu * 100_000) / Math.max(1, deliveries);
-    f.missing = c.missing;
-    f.duplicates = c.duplicates;
-    f.reordered = c.reordered;
-    f.dropped_sockets = sum(c.unexpected);
-    f.alive = hub.alive;
-  } finally {
-    ctx.untrack();
-    await ctx.closeAll();
-    await hub.stop();
-  }
-  return f;
+  const run = await fanoutOn(ctx, hub, exchange, {
+    batch: false,
+    serverPids: () => processTree(hub.pid),
+    beforeConnect: n > 1 ? () => waitForWorkers(hub.port, n) : undefined,
+  });
+  return { workers: n, ...run };
 }
 
 /** `pid` and its children (the workers of a cluster primary). */

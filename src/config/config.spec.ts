@@ -8,6 +8,10 @@ describe('loadConfig', () => {
     expect(c.jwtKeyGenerated).toBe(true);
   });
 
+  it('ignores a variable it no longer reads (RABBITMQ_PREFETCH, whatever its value): old environments still start', () => {
+    expect(loadConfig({ RABBITMQ_PREFETCH: '0' })).not.toHaveProperty('RABBITMQ_PREFETCH');
+  });
+
   it('names every bad variable at once', () => {
     try {
       loadConfig({ PORT: 'abc', AUTH_REQUIRED: 'maybe', JWT_LEEWAY_SECONDS: '-1', DJANGO_SECRET_KEY: 'x'.repeat(40) });

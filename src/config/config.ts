@@ -47,7 +47,6 @@ const EnvSchema = z.object({
 
   RABBITMQ_URL: optionalString,
   RABBITMQ_EXCHANGE: z.string().min(1).default('ansflow.realtime'),
-  RABBITMQ_PREFETCH: int(1).max(65535).default(1000),
   RABBITMQ_STREAM_PORT: int(1).max(65535).default(5552),
   BROKER_MAX_MESSAGE_BYTES: int(64).default(262_144),
   STREAM_MAX_AGE: z

@@ -2,7 +2,7 @@ import { ChannelAuthorizer } from '../../src/auth/channel-authorizer';
 import { startService } from '../support/service';
 import { mintToken, TEST_SECRET } from '../support/tokens';
 import { TestClient } from '../support/ws-client';
-import { DjangoProject, djangoAvailable } from './django-project';
+import { useDjangoProject } from '../support/django-project';
 import { metric, until, type Svc } from './support';
 
 /**
@@ -67,36 +67,14 @@ async function expectAllowed(svc: Svc, path: string, userId: number): Promise<vo
 const authz = (svc: Svc, decision: string, source: string): Promise<number> => metric(svc, 'websocket_authz_decisions_total', { decision, source });
 
 describe('channel authorization, AUTHZ_MODE=django against the real Django view', () => {
-  let django: DjangoProject;
-  let ids: Ids;
-  let available = false;
-
-  beforeAll(async () => {
-    available = await djangoAvailable();
-    if (!available) {
-      console.warn('python3-django / python3-djangorestframework-simplejwt are not installed: these tests cannot run');
-      return;
-    }
-    django = new DjangoProject(TEST_SECRET);
-    await django.migrate();
-    ids = JSON.parse((await django.shell(SETUP)).trim().split('\n').pop() ?? '{}') as Ids;
-    await django.start();
-  }, 60_000);
-  afterAll(async () => {
-    await django?.dispose();
-  });
-
-  // Missing Django must fail the run loudly, not skip: CI installs it (.ci/run).
-  it('has Django and simplejwt under /usr/bin/python3', () => {
-    expect(available).toBe(true);
-  });
+  const django = useDjangoProject<Ids>(TEST_SECRET, SETUP);
 
   describe('Django up', () => {
     let svc: Svc;
     beforeAll(async () => {
       svc = await startService({
         AUTHZ_MODE: 'django',
-        AUTHZ_DJANGO_URL: django.authorizeUrl,
+        AUTHZ_DJANGO_URL: django.project.authorizeUrl,
         AUTHZ_ALLOW_TTL_SECONDS: String(ALLOW_TTL_S),
         AUTHZ_DENY_TTL_SECONDS: String(DENY_TTL_S),
       });
@@ -108,22 +86,22 @@ describe('channel authorization, AUTHZ_MODE=django against the real Django view'
     it('lets the project owner in on execution, pipeline and project sockets; refuses another user with 4003', async () => {
       const djangoAllow = await authz(svc, 'allow', 'django');
       const djangoDeny = await authz(svc, 'deny', 'django');
-      for (const path of [`/ws/execution/${ids.execution1}`, `/ws/pipeline/${ids.pipeline1}`, `/ws/project/${ids.p1}`]) {
-        await expectAllowed(svc, path, ids.alice);
-        await expectRefused(svc, path, ids.bob);
+      for (const path of [`/ws/execution/${django.ids.execution1}`, `/ws/pipeline/${django.ids.pipeline1}`, `/ws/project/${django.ids.p1}`]) {
+        await expectAllowed(svc, path, django.ids.alice);
+        await expectRefused(svc, path, django.ids.bob);
       }
       expect(await authz(svc, 'allow', 'django')).toBe(djangoAllow + 3);
       expect(await authz(svc, 'deny', 'django')).toBe(djangoDeny + 3);
     });
 
     it('refuses a valid token of a user Django does not know (401 from Django means deny)', async () => {
-      await expectRefused(svc, `/ws/project/${ids.p1}`, 9999);
+      await expectRefused(svc, `/ws/project/${django.ids.p1}`, 9999);
     });
 
     it('answers a monitor subscribe_execution of a forbidden execution with an error frame forbidden', async () => {
-      const bob = await TestClient.connect(svc.ws(`/ws/monitor?token=${mintToken({ userId: ids.bob })}`));
+      const bob = await TestClient.connect(svc.ws(`/ws/monitor?token=${mintToken({ userId: django.ids.bob })}`));
       await bob.next('connection');
-      bob.send({ type: 'subscribe_execution', executionId: ids.execution1 });
+      bob.send({ type: 'subscribe_execution', executionId: django.ids.execution1 });
       expect(await bob.next('error')).toMatchObject({ type: 'error', code: 'forbidden' });
       expect(bob.frames.some((f) => f.type === 'subscribed')).toBe(false);
       // The socket stays usable.
@@ -131,13 +109,13 @@ describe('channel authorization, AUTHZ_MODE=django against the real Django view'
       await bob.next('pong');
       expect(bob.closed).toBeUndefined();
 
-      const alice = await TestClient.connect(svc.ws(`/ws/monitor?token=${mintToken({ userId: ids.alice })}`));
+      const alice = await TestClient.connect(svc.ws(`/ws/monitor?token=${mintToken({ userId: django.ids.alice })}`));
       await alice.next('connection');
-      alice.send({ type: 'subscribe_execution', executionId: ids.execution1 });
-      expect(await alice.next('subscribed')).toMatchObject({ execution_id: ids.execution1 });
+      alice.send({ type: 'subscribe_execution', executionId: django.ids.execution1 });
+      expect(await alice.next('subscribed')).toMatchObject({ execution_id: django.ids.execution1 });
       await alice.next('execution_status');
       // An event of the execution reaches alice and not bob.
-      expect((await svc.publish({ channel: `execution.${ids.execution1}`, event: { type: 'log_entry', message: 'secret' } })).status).toBe(202);
+      expect((await svc.publish({ channel: `execution.${django.ids.execution1}`, event: { type: 'log_entry', message: 'secret' } })).status).toBe(202);
       await alice.next('log_entry');
       bob.send({ type: 'ping' });
       await bob.next('pong');
@@ -147,54 +125,66 @@ describe('channel authorization, AUTHZ_MODE=django against the real Django view'
     });
 
     it('keeps a deny for AUTHZ_DENY_TTL_SECONDS and an allow for AUTHZ_ALLOW_TTL_SECONDS', async () => {
-      const path = `/ws/project/${ids.p2}`;
+      const path = `/ws/project/${django.ids.p2}`;
       // Deny, cached: bob is made a member right after the deny, but the cached answer holds until the deny TTL.
       const t0 = Date.now();
-      await expectRefused(svc, path, ids.bob);
-      await django.admin({ add: [ids.p2, ids.bob] });
+      await expectRefused(svc, path, django.ids.bob);
+      await django.project.admin({ add: [django.ids.p2, django.ids.bob] });
       const cacheDeny = await authz(svc, 'deny', 'cache');
-      await expectRefused(svc, path, ids.bob);
+      await expectRefused(svc, path, django.ids.bob);
       expect(await authz(svc, 'deny', 'cache')).toBe(cacheDeny + 1);
       let allowedAfter = 0;
-      await until('bob is let in once the deny expired', async () => {
-        const r = await attempt(svc, path, ids.bob);
-        if (r.open) r.client.close();
-        allowedAfter = Date.now() - t0;
-        return r.open;
-      }, 5000, 100);
+      await until(
+        'bob is let in once the deny expired',
+        async () => {
+          const r = await attempt(svc, path, django.ids.bob);
+          if (r.open) r.client.close();
+          allowedAfter = Date.now() - t0;
+          return r.open;
+        },
+        5000,
+        100,
+      );
       expect(allowedAfter).toBeGreaterThanOrEqual(DENY_TTL_S * 1000);
 
       // Allow, cached: bob is removed, the cached allow holds until the allow TTL.
       const t1 = Date.now();
-      await expectAllowed(svc, path, ids.bob);
-      await django.admin({ remove: [ids.p2, ids.bob] });
+      await expectAllowed(svc, path, django.ids.bob);
+      await django.project.admin({ remove: [django.ids.p2, django.ids.bob] });
       const cacheAllow = await authz(svc, 'allow', 'cache');
-      await expectAllowed(svc, path, ids.bob);
+      await expectAllowed(svc, path, django.ids.bob);
       expect(await authz(svc, 'allow', 'cache')).toBe(cacheAllow + 1);
       let refusedAfter = 0;
-      await until('bob is refused once the allow expired', async () => {
-        const r = await attempt(svc, path, ids.bob);
-        if (r.open) r.client.close();
-        refusedAfter = Date.now() - t1;
-        return !r.open;
-      }, 8000, 100);
+      await until(
+        'bob is refused once the allow expired',
+        async () => {
+          const r = await attempt(svc, path, django.ids.bob);
+          if (r.open) r.client.close();
+          refusedAfter = Date.now() - t1;
+          return !r.open;
+        },
+        8000,
+        100,
+      );
       expect(refusedAfter).toBeGreaterThanOrEqual(ALLOW_TTL_S * 1000);
       console.log(`deny cached for ${allowedAfter} ms (TTL ${DENY_TTL_S} s), allow cached for ${refusedAfter} ms (TTL ${ALLOW_TTL_S} s)`);
     });
 
-    it('never lets a user read another user\'s user.{id} channel', async () => {
+    it("never lets a user read another user's user.{id} channel", async () => {
       // Every endpoint of alice's, and bob on the monitor: an event on user.{bob} reaches bob only.
       const aliceSockets = await Promise.all(
-        [`/ws/execution/${ids.execution1}`, `/ws/pipeline/${ids.pipeline1}`, `/ws/project/${ids.p1}`, '/ws/monitor', '/ws/system'].map(async (p) => {
-          const c = await TestClient.connect(svc.ws(`${p}?token=${mintToken({ userId: ids.alice })}`));
-          await c.next('connection');
-          return c;
-        }),
+        [`/ws/execution/${django.ids.execution1}`, `/ws/pipeline/${django.ids.pipeline1}`, `/ws/project/${django.ids.p1}`, '/ws/monitor', '/ws/system'].map(
+          async (p) => {
+            const c = await TestClient.connect(svc.ws(`${p}?token=${mintToken({ userId: django.ids.alice })}`));
+            await c.next('connection');
+            return c;
+          },
+        ),
       );
-      const bob = await TestClient.connect(svc.ws(`/ws/system?token=${mintToken({ userId: ids.bob })}`));
+      const bob = await TestClient.connect(svc.ws(`/ws/system?token=${mintToken({ userId: django.ids.bob })}`));
       await bob.next('connection');
-      await svc.publish({ channel: `user.${ids.bob}`, event: { type: 'system_notification', level: 'info', title: 'for bob', message: 'private' } });
-      await svc.publish({ channel: `user.${ids.alice}`, event: { type: 'system_notification', level: 'info', title: 'for alice', message: 'private' } });
+      await svc.publish({ channel: `user.${django.ids.bob}`, event: { type: 'system_notification', level: 'info', title: 'for bob', message: 'private' } });
+      await svc.publish({ channel: `user.${django.ids.alice}`, event: { type: 'system_notification', level: 'info', title: 'for alice', message: 'private' } });
       await bob.collect((f) => f.title === 'for bob', 1);
       for (const c of aliceSockets) {
         // Events reach a socket in publish order: once alice's later event arrived, bob's would have too.
@@ -205,19 +195,19 @@ describe('channel authorization, AUTHZ_MODE=django against the real Django view'
       bob.close();
       // The authorizer refuses user.{other} whatever the mode, and Django's default policy agrees.
       const authorizer = svc.app.get(ChannelAuthorizer);
-      const alice = { userId: String(ids.alice), expiresAtMs: Date.now() + 60_000, token: mintToken({ userId: ids.alice }) };
-      expect(await authorizer.mayRead(alice, `user.${ids.bob}`)).toBe(false);
-      expect(await authorizer.mayRead(alice, `user.${ids.alice}`)).toBe(true);
-      expect(await authorizer.mayRead(undefined, `user.${ids.bob}`)).toBe(false);
-      const res = await fetch(`${django.authorizeUrl}?channel=user.${ids.bob}`, { headers: { authorization: `Bearer ${alice.token}` } });
+      const alice = { userId: String(django.ids.alice), expiresAtMs: Date.now() + 60_000, token: mintToken({ userId: django.ids.alice }) };
+      expect(await authorizer.mayRead(alice, `user.${django.ids.bob}`)).toBe(false);
+      expect(await authorizer.mayRead(alice, `user.${django.ids.alice}`)).toBe(true);
+      expect(await authorizer.mayRead(undefined, `user.${django.ids.bob}`)).toBe(false);
+      const res = await fetch(`${django.project.authorizeUrl}?channel=user.${django.ids.bob}`, { headers: { authorization: `Bearer ${alice.token}` } });
       expect(await res.json()).toMatchObject({ allow: false });
     });
 
     it('denies (4003) when Django is down, and counts it as django_unreachable', async () => {
-      await django.stop();
+      await django.project.stop();
       const unreachable = await authz(svc, 'deny', 'django_unreachable');
       // carol's own project: allowed by the policy, never asked before, so not cached.
-      await expectRefused(svc, `/ws/project/${ids.p2}`, ids.carol);
+      await expectRefused(svc, `/ws/project/${django.ids.p2}`, django.ids.carol);
       expect(await authz(svc, 'deny', 'django_unreachable')).toBe(unreachable + 1);
     });
   });
@@ -225,8 +215,8 @@ describe('channel authorization, AUTHZ_MODE=django against the real Django view'
   describe('Django down, AUTHZ_FAIL_OPEN=true', () => {
     let svc: Svc;
     beforeAll(async () => {
-      if (django.port === 0) return;
-      svc = await startService({ AUTHZ_MODE: 'django', AUTHZ_DJANGO_URL: django.authorizeUrl, AUTHZ_FAIL_OPEN: 'true', AUTHZ_TIMEOUT_MS: '500' });
+      if (django.project.port === 0) return;
+      svc = await startService({ AUTHZ_MODE: 'django', AUTHZ_DJANGO_URL: django.project.authorizeUrl, AUTHZ_FAIL_OPEN: 'true', AUTHZ_TIMEOUT_MS: '500' });
     });
     afterAll(async () => {
       await svc?.shutdown();
@@ -234,7 +224,7 @@ describe('channel authorization, AUTHZ_MODE=django against the real Django view'
 
     it('allows, and counts the decision as django_unreachable', async () => {
       const before = await authz(svc, 'allow', 'django_unreachable');
-      await expectAllowed(svc, `/ws/project/${ids.p2}`, ids.bob);
+      await expectAllowed(svc, `/ws/project/${django.ids.p2}`, django.ids.bob);
       expect(await authz(svc, 'allow', 'django_unreachable')).toBe(before + 1);
     });
   });

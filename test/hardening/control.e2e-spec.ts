@@ -1,13 +1,13 @@
-import { createServer } from 'node:net';
+import { freePort } from '../support/broker';
 import { startService } from '../support/service';
 import { mintToken, TEST_SECRET } from '../support/tokens';
 import { TestClient, type Frame } from '../support/ws-client';
-import { DjangoProject, djangoAvailable } from './django-project';
+import { useDjangoProject } from '../support/django-project';
 import { metric, type Svc } from './support';
 
 /**
  * Stop / Restart (`control_command`) forwarded to a real Django: Debian's Django and simplejwt serving cancel and
- * retry views that behave like AnsFlow's (test/hardening/django-project.ts). Every outcome is asserted on the
+ * retry views that behave like AnsFlow's (test/support/django-project.ts). Every outcome is asserted on the
  * `control_command_result` frame the socket receives, on both sockets that send commands: the execution page's
  * (`/ws/execution/{id}`, the id is the path's) and the layout's monitor (`execution_id` in the frame).
  */
@@ -35,21 +35,15 @@ const MAX_PER_SECOND = 3;
 /** Django is a Python process on a shared machine: answers get a generous deadline. */
 const REPLY_MS = 20_000;
 
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-
 type SocketKind = 'execution' | 'monitor';
 
 /** A socket of `kind` that will command execution `id`; the token is alice's unless said otherwise. */
-async function commander(svc: Svc, kind: SocketKind, id: number, token: string | undefined): Promise<{ c: TestClient; command: (command: unknown, extra?: Record<string, unknown>) => void }> {
+async function commander(
+  svc: Svc,
+  kind: SocketKind,
+  id: number,
+  token: string | undefined,
+): Promise<{ c: TestClient; command: (command: unknown, extra?: Record<string, unknown>) => void }> {
   const query = token === undefined ? '' : `?token=${token}`;
   const c = await TestClient.connect(svc.ws(kind === 'execution' ? `/ws/execution/${id}${query}` : `/ws/monitor${query}`));
   await c.next('connection', REPLY_MS);
@@ -59,47 +53,35 @@ async function commander(svc: Svc, kind: SocketKind, id: number, token: string |
 }
 
 describe('control_command against the real Django (cancel / retry as the socket user)', () => {
-  let django: DjangoProject;
-  let ids: Ids;
-  let available = false;
+  const django = useDjangoProject<Ids>(TEST_SECRET, SETUP);
   let svc: Svc;
   let next = 0;
   /** A fresh execution of alice's project, in `status`. */
   const execution = async (status: string): Promise<number> => {
-    const id = ids.executions[next++];
+    const id = django.ids.executions[next++];
     if (id === undefined) throw new Error('the pool of executions is exhausted: raise POOL');
-    await django.admin({ status: [id, status] });
+    await django.project.admin({ status: [id, status] });
     return id;
   };
-  const calls = async (): Promise<number> => (await django.admin({})).length;
+  const calls = async (): Promise<number> => (await django.project.admin({})).length;
 
   beforeAll(async () => {
-    available = await djangoAvailable();
-    if (!available) {
-      console.warn('python3-django / python3-djangorestframework-simplejwt are not installed: these tests cannot run');
-      return;
-    }
-    django = new DjangoProject(TEST_SECRET);
-    await django.migrate();
-    ids = JSON.parse((await django.shell(SETUP)).trim().split('\n').pop() ?? '{}') as Ids;
-    await django.start();
     // AUTH_REQUIRED=false so that an anonymous socket exists to be refused.
-    svc = await startService({ AUTH_REQUIRED: 'false', DJANGO_API_URL: django.baseUrl, CONTROL_TIMEOUT_MS: String(TIMEOUT_MS), CONTROL_MAX_PER_SECOND: String(MAX_PER_SECOND) });
-  }, 90_000);
+    svc = await startService({
+      AUTH_REQUIRED: 'false',
+      DJANGO_API_URL: django.project.baseUrl,
+      CONTROL_TIMEOUT_MS: String(TIMEOUT_MS),
+      CONTROL_MAX_PER_SECOND: String(MAX_PER_SECOND),
+    });
+  });
   afterAll(async () => {
     await svc?.shutdown();
-    await django?.dispose();
-  });
-
-  // Missing Django must fail the run loudly, not skip: CI installs it (.ci/run).
-  it('has Django and simplejwt under /usr/bin/python3', () => {
-    expect(available).toBe(true);
   });
 
   describe.each<SocketKind>(['execution', 'monitor'])('on the %s socket', (kind) => {
     it('stop on a running execution: Django cancels it (200), with the socket user’s token', async () => {
       const id = await execution('running');
-      const token = mintToken({ userId: ids.alice });
+      const token = mintToken({ userId: django.ids.alice });
       const { c, command } = await commander(svc, kind, id, token);
       command('stop');
       expect(await c.next('control_command_result', REPLY_MS)).toMatchObject({
@@ -109,14 +91,14 @@ describe('control_command against the real Django (cancel / retry as the socket 
         status: 200,
         message: 'Pipeline execution cancelled successfully',
       });
-      const call = (await django.admin({})).filter((x) => x.execution === id);
+      const call = (await django.project.admin({})).filter((x) => x.execution === id);
       expect(call).toEqual([{ execution: id, action: 'cancel', authorization: `Bearer ${token}` }]);
       c.close();
     });
 
     it('stop on a finished execution: Django’s 400 is relayed with its error', async () => {
       const id = await execution('success');
-      const { c, command } = await commander(svc, kind, id, mintToken({ userId: ids.alice }));
+      const { c, command } = await commander(svc, kind, id, mintToken({ userId: django.ids.alice }));
       command('stop');
       const result = await c.next('control_command_result', REPLY_MS);
       expect(result).toMatchObject({ command: 'stop', execution_id: id, ok: false, status: 400, error: 'Cannot cancel execution with status "success"' });
@@ -126,22 +108,28 @@ describe('control_command against the real Django (cancel / retry as the socket 
 
     it('restart on a failed execution: Django retries it (201) and the new execution’s id comes back', async () => {
       const id = await execution('failed');
-      const { c, command } = await commander(svc, kind, id, mintToken({ userId: ids.alice }));
+      const { c, command } = await commander(svc, kind, id, mintToken({ userId: django.ids.alice }));
       command('restart');
       const result = await c.next('control_command_result', REPLY_MS);
       expect(result).toMatchObject({ command: 'restart', execution_id: id, ok: true, status: 201, message: 'Pipeline execution retried successfully' });
       expect(typeof result.new_execution_id).toBe('number');
-      expect(result.new_execution_id).toBeGreaterThan(Math.max(...ids.executions));
+      expect(result.new_execution_id).toBeGreaterThan(Math.max(...django.ids.executions));
       c.close();
     });
 
     it('a user Django refuses: its 403 is relayed, the execution keeps running', async () => {
       const id = await execution('running');
-      const { c, command } = await commander(svc, kind, id, mintToken({ userId: ids.bob }));
+      const { c, command } = await commander(svc, kind, id, mintToken({ userId: django.ids.bob }));
       command('stop');
-      expect(await c.next('control_command_result', REPLY_MS)).toMatchObject({ command: 'stop', execution_id: id, ok: false, status: 403, error: 'You do not have permission to perform this action.' });
+      expect(await c.next('control_command_result', REPLY_MS)).toMatchObject({
+        command: 'stop',
+        execution_id: id,
+        ok: false,
+        status: 403,
+        error: 'You do not have permission to perform this action.',
+      });
       // Alice can still stop it: bob's attempt changed nothing.
-      const alice = await commander(svc, kind, id, mintToken({ userId: ids.alice }));
+      const alice = await commander(svc, kind, id, mintToken({ userId: django.ids.alice }));
       alice.command('stop');
       expect(await alice.c.next('control_command_result', REPLY_MS)).toMatchObject({ ok: true, status: 200 });
       c.close();
@@ -153,23 +141,35 @@ describe('control_command against the real Django (cancel / retry as the socket 
       const before = await calls();
       const { c, command } = await commander(svc, kind, id, undefined);
       command('stop');
-      expect(await c.next('control_command_result', REPLY_MS)).toMatchObject({ command: 'stop', execution_id: id, ok: false, status: null, code: 'authentication_required' });
+      expect(await c.next('control_command_result', REPLY_MS)).toMatchObject({
+        command: 'stop',
+        execution_id: id,
+        ok: false,
+        status: null,
+        code: 'authentication_required',
+      });
       expect(await calls()).toBe(before);
       c.close();
     });
 
     it('a slow Django past CONTROL_TIMEOUT_MS is answered django_unavailable', async () => {
       const id = await execution('running');
-      await django.admin({ slow: [id, (TIMEOUT_MS * 3) / 1000] });
-      const { c, command } = await commander(svc, kind, id, mintToken({ userId: ids.alice }));
+      await django.project.admin({ slow: [id, (TIMEOUT_MS * 3) / 1000] });
+      const { c, command } = await commander(svc, kind, id, mintToken({ userId: django.ids.alice }));
       command('stop');
-      expect(await c.next('control_command_result', REPLY_MS)).toMatchObject({ command: 'stop', execution_id: id, ok: false, status: null, code: 'django_unavailable' });
+      expect(await c.next('control_command_result', REPLY_MS)).toMatchObject({
+        command: 'stop',
+        execution_id: id,
+        ok: false,
+        status: null,
+        code: 'django_unavailable',
+      });
       c.close();
     });
 
     it('a flood of commands: past CONTROL_MAX_PER_SECOND each is answered rate_limited and never reaches Django', async () => {
       const id = await execution('success');
-      const { c, command } = await commander(svc, kind, id, mintToken({ userId: ids.alice }));
+      const { c, command } = await commander(svc, kind, id, mintToken({ userId: django.ids.alice }));
       const before = await calls();
       const n = MAX_PER_SECOND * 4;
       for (let i = 0; i < n; i++) command('stop');
@@ -187,14 +187,20 @@ describe('control_command against the real Django (cancel / retry as the socket 
 
     it('a malformed command is answered invalid_frame without calling Django', async () => {
       const id = await execution('running');
-      const { c, command } = await commander(svc, kind, id, mintToken({ userId: ids.alice }));
+      const { c, command } = await commander(svc, kind, id, mintToken({ userId: django.ids.alice }));
       const before = await calls();
       command('pause');
       expect(await c.next('control_command_result', REPLY_MS)).toMatchObject({ command: 'pause', ok: false, status: null, code: 'invalid_frame' });
       // Monitor: no execution_id; execution: another execution than the path's.
       if (kind === 'monitor') c.send({ type: 'control_command', command: 'stop' });
       else command('stop', { execution_id: id + 1 });
-      expect(await c.next('control_command_result', REPLY_MS)).toMatchObject({ command: 'stop', execution_id: null, ok: false, status: null, code: 'invalid_frame' });
+      expect(await c.next('control_command_result', REPLY_MS)).toMatchObject({
+        command: 'stop',
+        execution_id: null,
+        ok: false,
+        status: null,
+        code: 'invalid_frame',
+      });
       expect(await calls()).toBe(before);
       c.close();
     });
@@ -202,14 +208,14 @@ describe('control_command against the real Django (cancel / retry as the socket 
 
   it('after an auth refresh the command carries the new token', async () => {
     const id = await execution('running');
-    const first = mintToken({ userId: ids.alice });
-    const refreshed = mintToken({ userId: ids.alice, expiresIn: 7200 });
+    const first = mintToken({ userId: django.ids.alice });
+    const refreshed = mintToken({ userId: django.ids.alice, expiresIn: 7200 });
     const { c, command } = await commander(svc, 'execution', id, first);
     c.send({ type: 'auth', token: refreshed });
     await c.next('authenticated', REPLY_MS);
     command('stop');
     expect(await c.next('control_command_result', REPLY_MS)).toMatchObject({ ok: true, status: 200 });
-    const seen = (await django.admin({})).filter((x) => x.execution === id).map((x) => x.authorization);
+    const seen = (await django.project.admin({})).filter((x) => x.execution === id).map((x) => x.authorization);
     expect(seen).toEqual([`Bearer ${refreshed}`]);
     c.close();
   });

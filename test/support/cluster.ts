@@ -215,6 +215,20 @@ export class Instance {
   }
 }
 
+/** The environment of an instance reading `exchange` on the test broker (test keys), plus `env`. */
+export function instanceEnv(exchange: string, env: Record<string, string> = {}): Record<string, string> {
+  return {
+    NODE_ENV: 'test',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'info',
+    DJANGO_SECRET_KEY: TEST_SECRET,
+    PUBLISH_API_KEY: PUBLISH_KEY,
+    RABBITMQ_URL,
+    RABBITMQ_EXCHANGE: exchange,
+    ...env,
+  };
+}
+
 /**
  * N instances of the service on one RabbitMQ exchange of their own (`test.<random>`), as a deployment runs them
  * behind a load balancer. `cleanup()` kills them and deletes what the service declared on the broker.
@@ -232,16 +246,7 @@ export class Cluster {
   static async start(n: number, env: Record<string, string> = {}): Promise<Cluster> {
     const main = ensureBuilt();
     const exchange = `test.${randomBytes(6).toString('hex')}`;
-    const cluster = new Cluster(exchange, main, {
-      NODE_ENV: 'test',
-      HOST: '127.0.0.1',
-      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'info',
-      DJANGO_SECRET_KEY: TEST_SECRET,
-      PUBLISH_API_KEY: PUBLISH_KEY,
-      RABBITMQ_URL,
-      RABBITMQ_EXCHANGE: exchange,
-      ...env,
-    });
+    const cluster = new Cluster(exchange, main, instanceEnv(exchange, env));
     await Promise.all(Array.from({ length: n }, () => cluster.add()));
     return cluster;
   }

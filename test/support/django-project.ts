@@ -1,10 +1,9 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { until } from './support';
+import { freePort } from './broker';
 
 const PYTHON = '/usr/bin/python3';
 const MODULE_ROOT = resolve(__dirname, '../../integrations/django');
@@ -19,17 +18,6 @@ export async function djangoAvailable(): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
 }
 
 /** A request the test cancel/retry views received (the Authorization header as sent). */
@@ -197,25 +185,29 @@ urlpatterns = [
 
   async start(): Promise<void> {
     this.port = await freePort();
-    const child = spawn(PYTHON, ['-m', 'django', 'runserver', '--noreload', `127.0.0.1:${this.port}`], { cwd: this.dir, env: this.env(), stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(PYTHON, ['-m', 'django', 'runserver', '--noreload', `127.0.0.1:${this.port}`], {
+      cwd: this.dir,
+      env: this.env(),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     this.child = child;
     child.stderr?.on('data', (d: Buffer) => {
       this.stderr = (this.stderr + d.toString()).slice(-4000);
     });
-    // Ready when the authorize view answers (401 without a token).
-    await until(
-      `Django runserver on ${this.port} (stderr: ${this.stderr})`,
-      async () => {
-        if (child.exitCode !== null) throw new Error(`runserver exited ${child.exitCode}: ${this.stderr}`);
-        try {
-          return (await fetch(`${this.authorizeUrl}?channel=system`)).status === 401;
-        } catch {
-          return false;
-        }
-      },
-      20_000,
-      100,
-    );
+    // Ready when the authorize view answers (401 without a token); a runserver that exits fails at once.
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`runserver exited ${child.exitCode}: ${this.stderr}`);
+      if (
+        (await fetch(`${this.authorizeUrl}?channel=system`).then(
+          (r) => r.status,
+          () => 0,
+        )) === 401
+      )
+        return;
+      if (Date.now() > deadline) throw new Error(`Django runserver on ${this.port} did not answer within 20 s (stderr: ${this.stderr})`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   get baseUrl(): string {
@@ -242,4 +234,43 @@ urlpatterns = [
     await this.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The Django project of a describe block: made, migrated, filled by `setup` (a `manage.py shell` snippet that prints
+ * the ids it created as JSON on its last line) and served before the block's tests, disposed after them. It also adds
+ * the test that fails the run when Debian's Django is missing, instead of skipping: CI installs it (.ci/run).
+ * `project` and `ids` are there once the block's first `beforeAll` has run.
+ */
+export function useDjangoProject<Ids>(secret: string, setup: string): { readonly project: DjangoProject; readonly ids: Ids } {
+  let project: DjangoProject | undefined;
+  let ids: Ids | undefined;
+  let available = false;
+  beforeAll(async () => {
+    available = await djangoAvailable();
+    if (!available) {
+      console.warn('python3-django / python3-djangorestframework-simplejwt are not installed: these tests cannot run');
+      return;
+    }
+    project = new DjangoProject(secret);
+    await project.migrate();
+    ids = JSON.parse((await project.shell(setup)).trim().split('\n').pop() ?? '{}') as Ids;
+    await project.start();
+  }, 60_000);
+  afterAll(async () => {
+    await project?.dispose();
+  });
+  it('has Django and simplejwt under /usr/bin/python3', () => {
+    expect(available).toBe(true);
+  });
+  return {
+    get project(): DjangoProject {
+      if (project === undefined) throw new Error('no Django project: Django is not installed or the set-up failed');
+      return project;
+    },
+    get ids(): Ids {
+      if (ids === undefined) throw new Error('no Django data: Django is not installed or the set-up failed');
+      return ids;
+    },
+  };
 }
