@@ -15,12 +15,16 @@ export interface HistoryOptions {
 export type EvictionReason = 'count' | 'age' | 'channels' | 'bytes';
 
 /**
- * One channel's kept events, oldest first from `head`: parallel arrays rather than an object per event, so a kept
- * event costs its frame (a Buffer object over slab bytes) and three array slots. Entries before `head` are dropped
- * and are cut off once they are half the arrays.
+ * One channel's kept events, oldest first from `head`: parallel arrays rather than objects. A frame is kept as the
+ * memory it lies in (the slab's ArrayBuffer, shared by many frames), its offset and its length, not as a Buffer
+ * object of its own (~97 B each, and one more object per event for the collector to trace): a kept event costs its
+ * bytes and five array slots. A Buffer is made again when a resume needs the frame. Entries before `head` are
+ * dropped and are cut off once they are half the arrays.
  */
 interface ChannelLog {
-  frames: Buffer[];
+  stores: ArrayBufferLike[];
+  offsets: number[];
+  lengths: number[];
   positions: number[];
   receivedAtMs: number[];
   head: number;
@@ -35,11 +39,11 @@ interface ChannelLog {
 }
 
 /**
- * What one kept event costs beyond its frame's bytes, measured on Node 20 (64-bit): the frame's Buffer object
- * (~97 B), its slots in the log's three arrays and in the age order of the byte budget, and the arrays' growth
- * slack. It makes the byte budget track the process's memory, not only the payloads.
+ * What one kept event costs beyond its frame's bytes: its slots in the log's five arrays and in the byte budget's
+ * age order (8 B each on 64-bit), the arrays' growth slack and the slab bytes lost to alignment and to slab ends.
+ * It makes the byte budget track the process's memory, not only the payloads.
  */
-export const EVENT_OVERHEAD_BYTES = 160;
+export const EVENT_OVERHEAD_BYTES = 96;
 
 /** An event found for a resume. */
 export interface KeptEvent {
@@ -128,23 +132,26 @@ export class ChannelHistory {
     if (log === undefined) {
       if (this.logs.size >= this.options.maxChannels) this.dropOldestChannel();
       const floor = Math.max(this.startFloor, this.droppedFloor);
-      log = { frames: [], positions: [], receivedAtMs: [], head: 0, floor, dropped: false, older: undefined, newer: undefined, channel };
+      log = { stores: [], offsets: [], lengths: [], positions: [], receivedAtMs: [], head: 0, floor, dropped: false, older: undefined, newer: undefined, channel };
       this.logs.set(channel, log);
       this.linkNewest(log);
     } else if (log !== this.newestLog) {
       this.unlink(log);
       this.linkNewest(log);
     }
-    log.frames.push(event.frame);
+    const frame = event.frame;
+    log.stores.push(frame.buffer);
+    log.offsets.push(frame.byteOffset);
+    log.lengths.push(frame.length);
     log.positions.push(position);
     log.receivedAtMs.push(event.receivedAtMs);
-    this.heldBytes += event.frame.length + EVENT_OVERHEAD_BYTES;
+    this.heldBytes += frame.length + EVENT_OVERHEAD_BYTES;
     this.heldEvents++;
     if (this.maxBytes > 0) {
       this.orderLogs.push(log);
       this.orderPositions.push(position);
     }
-    const kept = log.frames.length - log.head;
+    const kept = log.positions.length - log.head;
     if (kept > this.options.size) this.removeHead(log, kept - this.options.size, 'count');
     this.expire(log, event.receivedAtMs);
     if (this.maxBytes > 0) this.enforceBudget();
@@ -184,23 +191,21 @@ export class ChannelHistory {
 
   private removeHead(log: ChannelLog, n: number, reason: EvictionReason): void {
     const end = log.head + n;
-    for (let i = log.head; i < end; i++) this.heldBytes -= log.frames[i].length + EVENT_OVERHEAD_BYTES;
+    for (let i = log.head; i < end; i++) this.heldBytes -= log.lengths[i] + EVENT_OVERHEAD_BYTES;
     this.heldEvents -= n;
     this.evicted[reason] += n;
     log.floor = log.positions[end - 1];
-    if (end === log.frames.length) {
-      log.frames = [];
-      log.positions = [];
-      log.receivedAtMs = [];
-      log.head = 0;
-    } else if (end > 64 && end * 2 > log.frames.length) {
-      log.frames = log.frames.slice(end);
+    if (end === log.positions.length) clear(log);
+    else if (end > 64 && end * 2 > log.positions.length) {
+      log.stores = log.stores.slice(end);
+      log.offsets = log.offsets.slice(end);
+      log.lengths = log.lengths.slice(end);
       log.positions = log.positions.slice(end);
       log.receivedAtMs = log.receivedAtMs.slice(end);
       log.head = 0;
     } else {
-      // Let go of the frames now; the slots are cut off later.
-      for (let i = log.head; i < end; i++) log.frames[i] = EMPTY;
+      // Let go of the slabs now (a slab is freed once no kept frame lies in it); the slots are cut off later.
+      for (let i = log.head; i < end; i++) log.stores[i] = EMPTY;
       log.head = end;
     }
   }
@@ -218,7 +223,9 @@ export class ChannelHistory {
       }
       this.expire(log, nowMs);
       if (since < log.floor) complete = false;
-      for (let i = log.positions.length - 1; i >= log.head && log.positions[i] > since; i--) events.push({ position: log.positions[i], frame: log.frames[i] });
+      for (let i = log.positions.length - 1; i >= log.head && log.positions[i] > since; i--) {
+        events.push({ position: log.positions[i], frame: Buffer.from(log.stores[i], log.offsets[i], log.lengths[i]) });
+      }
     }
     events.sort((a, b) => a.position - b.position);
     return { complete, events };
@@ -255,17 +262,23 @@ export class ChannelHistory {
     this.unlink(log);
     this.logs.delete(log.channel);
     log.dropped = true;
-    const kept = log.frames.length - log.head;
-    for (let i = log.head; i < log.frames.length; i++) this.heldBytes -= log.frames[i].length + EVENT_OVERHEAD_BYTES;
+    const kept = log.positions.length - log.head;
+    for (let i = log.head; i < log.positions.length; i++) this.heldBytes -= log.lengths[i] + EVENT_OVERHEAD_BYTES;
     this.heldEvents -= kept;
     this.evicted.channels += kept;
     const last = kept > 0 ? log.positions[log.positions.length - 1] : log.floor;
     if (last > this.droppedFloor) this.droppedFloor = last;
-    log.frames = [];
-    log.positions = [];
-    log.receivedAtMs = [];
-    log.head = 0;
+    clear(log);
   }
 }
 
-const EMPTY = Buffer.alloc(0);
+const EMPTY = new ArrayBuffer(0);
+
+function clear(log: ChannelLog): void {
+  log.stores = [];
+  log.offsets = [];
+  log.lengths = [];
+  log.positions = [];
+  log.receivedAtMs = [];
+  log.head = 0;
+}
