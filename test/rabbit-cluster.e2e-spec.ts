@@ -517,7 +517,8 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
     const { pub, ws } = await flowing(303, [1, 2, 3]);
     const stream = `${exchange}.stream`;
     // Evidence for docs/operations.md: the stream's members, leader and tails before, during and after the outage.
-    const status = async (when: string): Promise<void> => figure(`no quorum: stream_status ${when}: ${(await rabbit.streamStatus(stream)) ?? 'no node answers'}`);
+    const status = async (when: string): Promise<void> =>
+      figure(`no quorum: stream_status ${when}: ${(await rabbit.streamStatus(stream)) ?? 'no node answers'}`);
     await status(`before the stop (publisher confirmed ${pub.confirmed})`);
     const before = pub.confirmed;
     const at = Date.now();

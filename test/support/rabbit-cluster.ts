@@ -316,7 +316,7 @@ export class RabbitCluster {
 
   /**
    * `rabbitmq-streams stream_status` of a stream as node `from` (default: the first running node) reports it: one
-   * row per member (node, role, epoch, offset, committed offset). Undefined when no node answers (a paused node
+   * row per member (node, role, offset, committed offset). Undefined when no node answers (a paused node
    * refuses it too): this is evidence for a figure, never a condition of a test.
    */
   async streamStatus(stream: string, from?: number): Promise<string | undefined> {
@@ -326,7 +326,7 @@ export class RabbitCluster {
         const out = await this.cli('rabbitmq-streams', i, ['stream_status', stream, '--formatter', 'json', '--quiet'], 30_000);
         const rows = JSON.parse(out.slice(out.indexOf('['))) as Record<string, unknown>[];
         return rows
-          .map((r) => `${String(r.node).split('@')[0]} ${String(r.role)} epoch ${String(r.epoch)} offset ${String(r.offset)} committed ${String(r.committed_offset)}`)
+          .map((r) => `${String(r.node).split('@')[0]} ${String(r.role)} offset ${String(r.offset)} committed ${String(r.committed_offset)}`)
           .join('; ');
       } catch {
         // Paused or stopping: ask the next one.
