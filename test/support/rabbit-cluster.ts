@@ -314,6 +314,27 @@ export class RabbitCluster {
     return JSON.parse(out.slice(out.indexOf('['))) as { name: string; type: string; members: string[]; leader: string }[];
   }
 
+  /**
+   * `rabbitmq-streams stream_status` of a stream as node `from` (default: the first running node) reports it: one
+   * row per member (node, role, offset, committed offset). Undefined when no node answers (a paused node
+   * refuses it too): this is evidence for a figure, never a condition of a test.
+   */
+  async streamStatus(stream: string, from?: number): Promise<string | undefined> {
+    const candidates = from !== undefined ? [from] : this.nodes.filter((n) => this.isRunning(n.index)).map((n) => n.index);
+    for (const i of candidates) {
+      try {
+        const out = await this.cli('rabbitmq-streams', i, ['stream_status', stream, '--formatter', 'json', '--quiet'], 30_000);
+        const rows = JSON.parse(out.slice(out.indexOf('['))) as Record<string, unknown>[];
+        return rows
+          .map((r) => `${String(r.node).split('@')[0]} ${String(r.role)} offset ${String(r.offset)} committed ${String(r.committed_offset)}`)
+          .join('; ');
+      } catch {
+        // Paused or stopping: ask the next one.
+      }
+    }
+    return undefined;
+  }
+
   logTail(i: number, lines = 30): string {
     const dir = join(this.node(i).dir, 'log');
     if (!existsSync(dir)) return '';

@@ -17,6 +17,11 @@ DEFAULT_EXCHANGE = "ansflow.realtime"
 DEFAULT_TTL_ALLOW = 60
 DEFAULT_TTL_DENY = 10
 
+# Seconds one publish() may take, retries included, before it raises PublishError. Long enough to outlast a stream
+# leader election after a node of the cluster died (seconds; the cluster test's figures are in docs/operations.md),
+# short enough that a Django request or Celery task is not held for minutes by a broker that is really gone.
+DEFAULT_PUBLISH_DEADLINE = 30.0
+
 # Where the default can_read() finds AnsFlow's models (app_label.ModelName) and how it walks to the project.
 DEFAULT_MODELS = {
     "execution": "cicd_integrations.PipelineExecution",
@@ -51,7 +56,8 @@ def load() -> Dict[str, Any]:
         "DECLARE_EXCHANGE": conf.get("DECLARE_EXCHANGE", True),
         "MANDATORY": conf.get("MANDATORY", False),
         "CONNECTION_NAME": conf.get("CONNECTION_NAME", "ansflow-django-realtime"),
-        "CONFIRM_TIMEOUT": float(conf.get("CONFIRM_TIMEOUT", 10.0)),
+        "CONFIRM_TIMEOUT": conf.get("CONFIRM_TIMEOUT", 10.0),
+        "PUBLISH_DEADLINE": conf.get("PUBLISH_DEADLINE", DEFAULT_PUBLISH_DEADLINE),
         "CAN_READ": conf.get("CAN_READ"),
         "AUTHENTICATE": conf.get("AUTHENTICATE"),
         "MODELS": {**DEFAULT_MODELS, **conf.get("MODELS", {})},

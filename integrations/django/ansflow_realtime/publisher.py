@@ -3,7 +3,9 @@
 import datetime
 import decimal
 import json
+import logging
 import os
+import random
 import re
 import threading
 import time
@@ -11,8 +13,10 @@ import uuid
 from typing import Any, Dict, Mapping, NamedTuple, Optional
 
 from . import config
-from .errors import InvalidEvent, PublishError
+from .errors import InvalidEvent, NotConfirmed, PublishError
 from .transport import Message, PikaTransport
+
+log = logging.getLogger("ansflow_realtime")
 
 # Routing key = channel. Ids are Django primary keys: positive integers, as the service validates them.
 CHANNEL_RE = re.compile(r"^(?:(?:execution|pipeline|project|user)\.[1-9][0-9]{0,18}|monitor|system)$")
@@ -20,6 +24,22 @@ CHANNEL_RE = re.compile(r"^(?:(?:execution|pipeline|project|user)\.[1-9][0-9]{0,
 # The service's default BROKER_MAX_MESSAGE_BYTES: a larger body would be dead-lettered, so refuse it here where
 # the caller can still see the error.
 MAX_BODY_BYTES = 256 * 1024
+
+# Back-off between attempts of one publish: the first retry goes at once to the next node (a dead node is the common
+# case, and another node usually confirms within milliseconds); from the second on, the wait doubles from
+# BACKOFF_FIRST up to BACKOFF_MAX seconds. A stream whose leader died is nacked or unconfirmed by every node until a
+# new leader is elected (seconds, more on a loaded host), so retrying through the nodes at once would burn every
+# attempt inside the election. Jitter (a factor drawn from [0.5, 1]) keeps the gunicorn/Celery processes that all
+# failed at the same moment from retrying in lock-step.
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 2.0
+
+
+def backoff_delay(retry: int, rand: float) -> float:
+    """Seconds to wait before retry number ``retry`` (1 = the first retry), ``rand`` in [0, 1) the jitter draw."""
+    if retry <= 1:
+        return 0.0
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (retry - 2)) * (0.5 + rand / 2)
 
 
 class Published(NamedTuple):
@@ -59,14 +79,19 @@ class RealtimePublisher:
     """Publishes events with confirms; safe to share between a Django process's threads.
 
     One lock serialises use of the transport (pika's blocking connection is not thread-safe). A recoverable
-    failure (connection dropped, channel closed, no confirm in time) resets the transport and retries with the same
-    ``message_id``, on the next node of the cluster when several are configured; the service de-duplicates, so a
-    message that was in fact stored before the failure is still delivered once. When every attempt failed
-    (one per node, at least two), ``PublishError``.
+    failure (connection dropped or refused, channel closed, a nack, no confirm in time) resets the transport and
+    retries with the same ``message_id``, on the next node of the cluster when several are configured, with bounded
+    exponential back-off (``backoff_delay``); the service de-duplicates, so a message that was in fact stored before
+    the failure is still delivered once. ``PublishError`` once ``PUBLISH_DEADLINE`` seconds have passed without a
+    confirm, at once for a failure no retry can fix (a bad event, an unroutable message, a missing exchange).
     """
 
     def __init__(self, transport=None, **overrides: Any):
         self._settings = {**config.load(), **overrides}
+        for key in ("CONFIRM_TIMEOUT", "PUBLISH_DEADLINE"):
+            value = self._settings[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"ANSFLOW_REALTIME[{key!r}] must be a positive number of seconds, not {value!r}")
         self._transport = transport
         # A transport handed in (Celery's kombu connection) is the caller's to manage across forks; only the
         # pika transport this class creates itself is replaced in a forked child.
@@ -122,27 +147,47 @@ class RealtimePublisher:
         """Publish one event on a channel and wait for the broker's confirm. Raises ``PublishError``.
 
         Returns only once a node confirmed the message: the event is then in the stream, replicated, and survives
-        the loss of that node. A recoverable failure (the node died, no confirm in time) resends the same message
-        on the next node, once per configured node (at least once)."""
+        the loss of that node. A recoverable failure (the node died, a nack or no confirm in time during a leader
+        election) resends the same message on the next node, with back-off, until ``PUBLISH_DEADLINE`` seconds
+        after the call; each attempt waits for its confirm at most ``CONFIRM_TIMEOUT``, and never past the
+        deadline."""
         message = self.encode(channel, event, message_id)
+        deadline_s = float(self._settings["PUBLISH_DEADLINE"])
+        confirm_timeout = float(self._settings["CONFIRM_TIMEOUT"])
         with self._lock:
+            # The deadline starts once the lock is held: time spent behind another thread's publish is not ours.
+            deadline = time.monotonic() + deadline_s
             transport = self._get_transport()
-            attempts = max(2, getattr(transport, "node_count", 1) + 1)
-            for attempt in range(1, attempts + 1):
+            attempt = 0
+            while True:
+                attempt += 1
                 try:
-                    transport.publish(channel, message)
+                    transport.publish(channel, message, timeout=min(confirm_timeout, max(deadline - time.monotonic(), 0.001)))
                     break
-                except PublishError:
-                    raise
                 except Exception as err:  # noqa: BLE001 - classified right below, re-raised if not recoverable
-                    if not transport.is_recoverable(err):
-                        raise PublishError(f"publish to {channel} failed: {err!r}") from err
+                    if not isinstance(err, NotConfirmed):
+                        if isinstance(err, PublishError):
+                            raise
+                        if not transport.is_recoverable(err):
+                            raise PublishError(f"publish to {channel} failed: {err!r}") from err
                     transport.reset()
-                    if attempt == attempts:
-                        raise PublishError(f"publish to {channel} failed after {attempt} attempts: {err!r}") from err
-                    if attempt > 1:
-                        # Every node was tried at least once: give the cluster a moment (a leader election).
-                        time.sleep(min(0.25 * attempt, 1.0))
+                    delay = backoff_delay(attempt, random.random())
+                    left = deadline - time.monotonic()
+                    if left <= delay:
+                        # A message nacked to the end stays a NotConfirmed (a full queue with reject-publish, say).
+                        raise (NotConfirmed if isinstance(err, NotConfirmed) else PublishError)(
+                            f"publish to {channel} failed after {attempt} attempts in {deadline_s - left:.1f} s "
+                            f"(PUBLISH_DEADLINE {deadline_s:g} s): {err!r}"
+                        ) from err
+                    log.warning(
+                        "realtime publish of %s on %s not confirmed (attempt %d, %r); retrying in %.2f s",
+                        message.message_id,
+                        channel,
+                        attempt,
+                        err,
+                        delay,
+                    )
+                    time.sleep(delay)
         return Published(channel, message.event_type, message.message_id, event)
 
     def close(self) -> None:

@@ -151,7 +151,9 @@ class PikaTransport:
         self._channel = channel
         return channel
 
-    def publish(self, routing_key: str, message: Message) -> None:
+    def publish(self, routing_key: str, message: Message, timeout: Optional[float] = None) -> None:
+        """Send and wait for the confirm, at most ``timeout`` seconds (default ``confirm_timeout``)."""
+        timeout = self.confirm_timeout if timeout is None else timeout
         channel = self._ensure_channel()
         props = self._pika.BasicProperties(
             content_type="application/json",
@@ -167,12 +169,12 @@ class PikaTransport:
         conn = self._conn
 
         def timed_out() -> None:
-            raise ConfirmTimeout(f"no confirm for message {message.message_id} within {self.confirm_timeout}s from {self.node}")
+            raise ConfirmTimeout(f"no confirm for message {message.message_id} within {timeout:.3g}s from {self.node}")
 
         # A timer of the connection's I/O loop, which basic_publish runs while it waits for the confirm: raised there,
         # the exception leaves basic_publish (BlockingConnection.call_later would only fire in process_data_events).
         # The channel, still expecting that confirm, is then dropped by the publisher's reset.
-        timer = conn._impl._adapter_call_later(self.confirm_timeout, timed_out)
+        timer = conn._impl._adapter_call_later(timeout, timed_out)
         try:
             # In confirm mode pika's basic_publish blocks until the broker's ack and raises on nack/return.
             channel.basic_publish(self.exchange, routing_key, message.body, properties=props, mandatory=self.mandatory)
@@ -184,8 +186,9 @@ class PikaTransport:
             conn._impl._adapter_remove_timeout(timer)
 
     def is_recoverable(self, err: BaseException) -> bool:
-        """Worth one reconnect: the connection or channel died (broker restart, idle connection dropped after
-        missed heartbeats, an exchange deleted under us). Not a nack, a return or a bad event."""
+        """Worth a reconnect: the connection or channel died or was refused (broker restart, idle connection dropped
+        after missed heartbeats, an exchange deleted under us), no confirm in time. Not a return or a bad event; the
+        publisher retries nacks itself (``NotConfirmed``)."""
         exc = self._pika.exceptions
         return isinstance(
             err,
@@ -259,7 +262,8 @@ class KombuTransport:
         self._producer = self._kombu.Producer(channel, exchange=exchange, auto_declare=False)
         return self._producer
 
-    def publish(self, routing_key: str, message: Message) -> None:
+    def publish(self, routing_key: str, message: Message, timeout: Optional[float] = None) -> None:
+        """Send and wait for the confirm; py-amqp gives up after ``timeout`` seconds (socket.timeout, recoverable)."""
         import amqp
 
         producer = self._ensure_producer()
@@ -271,7 +275,8 @@ class KombuTransport:
                 content_encoding="utf-8",
                 delivery_mode=2,
                 mandatory=self.mandatory,
-                retry=False,  # the publisher does the one retry, with the same message_id
+                retry=False,  # the publisher retries, with back-off and the same message_id
+                timeout=timeout,
                 headers=message.headers,
                 message_id=message.message_id,
                 timestamp=message.timestamp,

@@ -38,6 +38,8 @@ def parse_args(argv):
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--log-lines", type=int, default=5, help="log_entry events per step (at least 1)")
     ap.add_argument("--delay", type=float, default=0.05, help="seconds between events (0: as fast as confirms allow)")
+    ap.add_argument("--publish-deadline", type=float, default=30.0,
+                    help="seconds one event may take, retries on other nodes included, before the run fails")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.log_lines < 1:
         ap.error("--steps and --log-lines must be at least 1")
@@ -68,7 +70,7 @@ def log_lines(name: str, count: int):
 
 
 def run(args, out=sys.stdout) -> None:
-    publisher = RealtimePublisher(URL=args.url, EXCHANGE=args.exchange)
+    publisher = RealtimePublisher(URL=args.url, EXCHANGE=args.exchange, PUBLISH_DEADLINE=args.publish_deadline)
     seq = 0
 
     def emit(published) -> None:

@@ -53,7 +53,7 @@ class SimulateRun(unittest.TestCase):
 
     def test_exits_1_with_the_error_on_stderr_when_the_broker_is_unreachable(self):
         args = [sys.executable, str(SCRIPT), "--url", "amqp://guest:guest@127.0.0.1:1/%2F?connection_attempts=1",
-                "--execution-id", "1", "--pipeline-id", "1", "--project-id", "1"]
+                "--execution-id", "1", "--pipeline-id", "1", "--project-id", "1", "--publish-deadline", "1"]
         result = subprocess.run(args, capture_output=True, text=True, timeout=60)
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stdout, "")
