@@ -1,3 +1,5 @@
+import { Slab } from '../common/slab';
+
 /**
  * A WebSocket text frame as the server sends it (RFC 6455 §5.2: FIN + opcode 1, no mask, the payload length in 7,
  * 7+16 or 7+64 bits), built once for a frame that goes to many sockets.
@@ -11,30 +13,16 @@ let lastPayload: Buffer | undefined;
 let lastFrame: Buffer | undefined;
 
 /**
- * Framed copies live only until the sockets have written them, unlike the payloads the history keeps. They get
- * their own slab instead of Node's shared 8 KB Buffer pool: there, each one would sit between kept frames and stay
- * pinned with them (doubling what the history holds in memory).
+ * Framed copies live only until the sockets have written them, unlike the payloads the history keeps: they get
+ * their own slabs, so none sits between kept frames and stays pinned with them.
  */
-const SLAB_BYTES = 64 * 1024;
-let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-let slabUsed = 0;
-
-function allocate(size: number): Buffer {
-  if (size > SLAB_BYTES / 4) return Buffer.allocUnsafeSlow(size);
-  if (slabUsed + size > SLAB_BYTES) {
-    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-    slabUsed = 0;
-  }
-  const b = slab.subarray(slabUsed, slabUsed + size);
-  slabUsed += (size + 7) & ~7;
-  return b;
-}
+const slab = new Slab(64 * 1024, 16 * 1024);
 
 export function textFrame(payload: Buffer): Buffer {
   if (payload === lastPayload && lastFrame !== undefined) return lastFrame;
   const length = payload.length;
   const headerLength = length < 126 ? 2 : length <= 0xffff ? 4 : 10;
-  const frame = allocate(headerLength + length);
+  const frame = slab.alloc(headerLength + length);
   frame[0] = 0x81;
   if (length < 126) frame[1] = length;
   else if (length <= 0xffff) {

@@ -1,3 +1,4 @@
+import { Slab } from '../common/slab';
 import { ENDPOINT_KINDS, type EndpointKind } from '../metrics/metric-names';
 import { ChannelHistory, type HistoryOptions } from './channel-history';
 import { ExecutionSnapshots } from './execution-snapshots';
@@ -321,32 +322,14 @@ function spliceFrame(raw: Buffer, body: Record<string, unknown>, channel: string
   // An empty object is not a valid event (no `type`), so there is always a member before the brace. One allocation:
   // the tail is ASCII (a channel name matches CHANNEL_PATTERN), so its length in bytes is its length in characters.
   const tail = `,"channel":"${channel}","position":${position}}`;
-  const frame = allocFrame(end + tail.length);
+  const frame = frames.alloc(end + tail.length);
   raw.copy(frame, 0, 0, end);
   frame.write(tail, end, 'latin1');
   return frame;
 }
 
-/**
- * Frames built from received bytes come from slabs of 64 KiB rather than Node's 8 KiB pool: a replay builds hundreds of
- * thousands of them, and creating a pool (an ArrayBuffer, counted as external memory that can start a collection)
- * every ~25 frames was a tenth of its CPU. A slab is freed once none of its frames is referenced; the history drops
- * events roughly oldest first, so slabs empty in order.
- */
-const SLAB_BYTES = 64 * 1024;
-let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-let slabUsed = 0;
-
-function allocFrame(n: number): Buffer {
-  if (n > SLAB_BYTES / 16) return Buffer.allocUnsafeSlow(n);
-  if (slabUsed + n > SLAB_BYTES) {
-    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-    slabUsed = 0;
-  }
-  const frame = slab.subarray(slabUsed, slabUsed + n);
-  slabUsed += n + ((8 - (n & 7)) & 7); // 8-byte aligned, like Node's pool
-  return frame;
-}
+/** Frames built from received bytes: kept by the history, so they share slabs with each other only. */
+const frames = new Slab();
 
 function zeroTally(): Record<EndpointKind, number> {
   return { monitor: 0, execution: 0, pipeline: 0, project: 0, system: 0 };

@@ -68,6 +68,9 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private readonly markers = new Map<string, () => void>();
   private syncWaiters: Array<() => void> = [];
   private syncInFlight = false;
+  /** The latest valid message not yet acknowledged by the validator, and the turn that will acknowledge it. */
+  private validAck: { ch: ConfirmChannel; msg: ConsumeMessage } | undefined;
+  private validAckTimer: NodeJS.Immediate | undefined;
   /** Records consumed and events published while handling the current chunk (metrics, added once per chunk). */
   private consumedInChunk = 0;
   private publishedInChunk = 0;
@@ -136,6 +139,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     } catch {
       // The channel is already gone (broker down): nothing more will be delivered.
     }
+    this.flushValidAcks();
     await Promise.allSettled([...this.inflight]);
     await this.channel?.close().catch(() => undefined);
     await this.validatorChannel?.close().catch(() => undefined);
@@ -333,9 +337,10 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     if (msg === null) return;
     const c = classify(msg.fields.routingKey, msg.content, this.config.BROKER_MAX_MESSAGE_BYTES);
     if (c.ok) {
-      ch.ack(msg);
+      this.ackValid(ch, msg);
       return;
     }
+    this.flushValidAcks(); // the valid ones before it are settled before this one is held back
     this.metrics.deadLettered.inc({ reason: c.reason });
     this.logger.warn(
       { reason: c.reason, detail: c.detail, routingKey: msg.fields.routingKey.slice(0, 100), messageId: msg.properties.messageId },
@@ -358,6 +363,36 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     });
     this.inflight.add(done);
     void done.finally(() => this.inflight.delete(done));
+  }
+
+  /**
+   * Valid messages are acknowledged together, once per turn of the event loop, with one `multiple` ack: an ack frame
+   * per event was a socket write per event on the live path. Not while a dead letter waits for its confirm: a
+   * `multiple` ack would settle that message too before its dead letter is safe, so those turns ack one by one.
+   */
+  private ackValid(ch: ConfirmChannel, msg: ConsumeMessage): void {
+    if (this.validAck !== undefined && this.validAck.ch !== ch) this.flushValidAcks();
+    if (this.inflight.size > 0) {
+      this.flushValidAcks();
+      ch.ack(msg);
+      return;
+    }
+    this.validAck = { ch, msg };
+    this.validAckTimer ??= setImmediate(() => this.flushValidAcks());
+  }
+
+  private flushValidAcks(): void {
+    if (this.validAckTimer !== undefined) clearImmediate(this.validAckTimer);
+    this.validAckTimer = undefined;
+    const pending = this.validAck;
+    this.validAck = undefined;
+    if (pending === undefined) return;
+    try {
+      pending.ch.ack(pending.msg, true);
+    } catch (err) {
+      // The channel closed meanwhile: the broker gives the messages to the next active validator, nothing is lost.
+      this.logger.debug({ err: err instanceof Error ? err.message : String(err) }, 'validator ack on a closed channel');
+    }
   }
 
   private caughtUp(): void {
