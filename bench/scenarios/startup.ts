@@ -101,7 +101,10 @@ async function startOnce(ctx: Context, exchange: string, n: number): Promise<Fig
     const readyMs = Date.now() - t0;
     await sleep(2000); // let the collector run once the replay is over: RSS settles
     const pid = proc.pid ?? -1;
+    const health = await getJson(port, '/health');
+    const history = (health?.history ?? {}) as { bytes?: number };
     return {
+      [`history_mb_${n}`]: typeof history.bytes === 'number' ? Math.round(history.bytes / 1e5) / 10 : 'no history in /health',
       [`ready_s_${n}`]: readyMs / 1000,
       [`replay_s_${n}`]: (replayMs ?? NaN) / 1000,
       [`replay_per_s_${n}`]: replayMs === undefined ? 'no replayMs in the log' : Math.round(n / (replayMs / 1000)),
@@ -142,6 +145,22 @@ async function bareRead(repoRoot: string, rabbitUrl: string, stream: string, n: 
   } finally {
     c.close();
   }
+}
+
+function getJson(port: number, path: string): Promise<Record<string, unknown> | undefined> {
+  return new Promise((resolve) => {
+    get({ host: '127.0.0.1', port, path, timeout: 2000 }, (res) => {
+      let body = '';
+      res.on('data', (b: Buffer) => (body += b.toString('utf8')));
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(body) as Record<string, unknown>);
+        } catch {
+          resolve(undefined);
+        }
+      });
+    }).on('error', () => resolve(undefined));
+  });
 }
 
 function status(port: number, path: string): Promise<number> {
