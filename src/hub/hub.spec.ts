@@ -53,6 +53,34 @@ describe('Hub', () => {
     expect(s.frames).toHaveLength(1);
   });
 
+  it('builds the frame from the received bytes exactly as it would serialize the parsed body', () => {
+    const at = Date.UTC(2026, 0, 2, 3, 4, 5, 678);
+    const cases: Array<Record<string, unknown>> = [
+      { type: 'log_entry', message: 'é "quoted" \\ \u2028', timestamp: '2026-01-01T00:00:00.000Z' },
+      { type: 'log_entry', message: 'no timestamp', nested: { a: [1, 2, { b: null }] } },
+      { type: 'log_entry', timestamp: 12345 }, // not a string: replaced, through the serializer
+      { type: 'system_notification', level: 'info', title: 't', message: 'm' }, // gets `data`
+      { type: 'x', channel: 'forged', position: 7 }, // the hub's own fields win
+    ];
+    for (const body of cases) {
+      const viaRaw = hub();
+      const viaObject = hub();
+      const a = new Sink();
+      const b = new Sink();
+      viaRaw.subscribe(a, ['system']);
+      viaObject.subscribe(b, ['system']);
+      const raw = Buffer.from(`  ${JSON.stringify(body)}\n`);
+      viaRaw.publish('system', JSON.parse(raw.toString()) as Record<string, unknown>, { position: 41, raw, createdAtMs: at });
+      viaObject.publish('system', body, { position: 41, createdAtMs: at });
+      const fromRaw = JSON.parse(a.frames[0]) as Record<string, unknown>;
+      const fromObject = JSON.parse(b.frames[0]) as Record<string, unknown>;
+      expect(fromRaw).toStrictEqual(fromObject);
+      expect(Object.keys(fromRaw)).toEqual(Object.keys(fromObject)); // same order of members too
+      expect(fromRaw).toMatchObject({ channel: 'system', position: 41 });
+      if (typeof body.timestamp !== 'string') expect(fromRaw.timestamp).toBe(new Date(at).toISOString());
+    }
+  });
+
   it('remembers the last dedupWindow message ids, forgetting the oldest first', () => {
     const h = new Hub({ history: { size: 100, ttlMs: 60_000, maxChannels: 100 }, dedupWindow: 3, batchWindowMs: 0, batchMaxEvents: 50, externalPositions: false });
     for (const id of ['a', 'b', 'c', 'd']) expect(h.publish('system', { type: 'x' }, { messageId: id })).toBeDefined();

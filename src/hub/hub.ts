@@ -29,7 +29,14 @@ export interface PublishMeta {
   messageId?: string;
   /** The event's position (the stream offset); assigned by the hub when absent (no broker). */
   position?: number;
+  /** When the publisher says it published the event (epoch ms), for the latency metric: only for live events. */
   publishedAtMs?: number;
+  /**
+   * When the publisher says it published the event, for the frame's `timestamp` when the body has none (also for
+   * replayed events, which must keep the time they happened, not get the time of the replay). Default:
+   * `publishedAtMs`, else now.
+   */
+  createdAtMs?: number;
   /**
    * The body's JSON text as received (the broker message), when `body` was parsed from it: the frame is then these
    * bytes with `channel` and `position` (and `timestamp` when absent) appended, instead of serializing `body` again.
@@ -154,10 +161,11 @@ export class Hub {
     }
     const now = Date.now();
     const position = meta.position ?? this.nextPosition++;
+    const atMs = meta.createdAtMs ?? meta.publishedAtMs ?? now;
     const event: HubEvent = {
       channel,
       position,
-      frame: (meta.raw !== undefined ? spliceFrame(meta.raw, body, channel, position) : undefined) ?? buildFrame(body, channel, position, meta.publishedAtMs ?? now),
+      frame: (meta.raw !== undefined ? spliceFrame(meta.raw, body, channel, position, atMs) : undefined) ?? buildFrame(body, channel, position, atMs),
       publishedAtMs: meta.publishedAtMs,
       receivedAtMs: now,
     };
@@ -310,18 +318,24 @@ const CLOSE_BRACE = 0x7d;
 
 /**
  * The same frame as `buildFrame`, from the received JSON text: everything up to its closing brace, then
- * `,"channel":…,"position":…}`. Only when that gives the same object: the body has no `channel` or `position` of its
- * own and a string `timestamp`, and is not a notification that needs `data` (those go through `buildFrame`).
+ * `,"channel":…,"position":…` and `,"timestamp":…` when the body has none, then `}`. Only when that gives the same
+ * object: the body has no `channel` or `position` of its own, its `timestamp` is a string or absent, and it is not a
+ * notification that needs `data` (those go through `buildFrame`).
  */
-function spliceFrame(raw: Buffer, body: Record<string, unknown>, channel: string, position: number): Buffer | undefined {
-  if (typeof body.timestamp !== 'string' || 'channel' in body || 'position' in body) return undefined;
+function spliceFrame(raw: Buffer, body: Record<string, unknown>, channel: string, position: number, atMs: number): Buffer | undefined {
+  const stamp = body.timestamp;
+  if ((stamp !== undefined && typeof stamp !== 'string') || 'channel' in body || 'position' in body) return undefined;
+  if (stamp === undefined && 'timestamp' in body) return undefined;
   if (body.type === KnownEventType.SystemNotification && body.data === undefined) return undefined;
   let end = raw.length - 1;
   while (end > 0 && raw[end] !== CLOSE_BRACE) end--;
   if (end <= 1) return undefined;
   // An empty object is not a valid event (no `type`), so there is always a member before the brace. One allocation:
   // the tail is ASCII (a channel name matches CHANNEL_PATTERN), so its length in bytes is its length in characters.
-  const tail = `,"channel":"${channel}","position":${position}}`;
+  const tail =
+    stamp === undefined
+      ? `,"channel":"${channel}","position":${position},"timestamp":"${new Date(atMs).toISOString()}"}`
+      : `,"channel":"${channel}","position":${position}}`;
   const frame = frames.alloc(end + tail.length);
   raw.copy(frame, 0, 0, end);
   frame.write(tail, end, 'latin1');

@@ -322,13 +322,14 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       this.hub.skipPosition(offset);
       return;
     }
-    const caughtUp = this.state.brokerCaughtUp;
+    const at = publishedAtMs({ 'x-published-at-ms': rec.publishedAtHeader }, rec.timestampSeconds);
     const event = this.hub.publish(c.channel, c.body, {
       messageId: rec.messageId,
       position: offset,
       raw: rec.body,
+      createdAtMs: at,
       // Replayed history is not live: it would swamp the latency histogram with its age.
-      publishedAtMs: caughtUp ? publishedAtMs({ 'x-published-at-ms': rec.publishedAtHeader }, rec.timestampSeconds) : undefined,
+      publishedAtMs: this.state.brokerCaughtUp ? at : undefined,
     });
     if (event !== undefined) this.publishedInChunk++;
   }
