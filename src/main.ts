@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import cluster from 'node:cluster';
 import { WorkerSupervisor } from './cluster/worker-supervisor';
 import { createLogger } from './common/logger';
+import { loadNestWithDeferredDateFormat } from './common/nest-date-format';
 import { ConfigError, loadConfig, type AppConfig } from './config/config';
 
 /** Runs `stop` once on SIGTERM or SIGINT, then exits with the code it resolves to (1 if it fails). */
@@ -26,6 +27,7 @@ function onSignals(log: { info: (o: object, m: string) => void; error: (o: objec
 /** One full instance of the service: the whole process (WORKERS=1) or one worker of the cluster. */
 async function runInstance(): Promise<void> {
   // Loaded here, not at the top: the primary of a cluster never needs Nest.
+  loadNestWithDeferredDateFormat();
   const { bootstrap } = await import('./bootstrap');
   const service = await bootstrap();
   const { logger } = service;
