@@ -10,6 +10,7 @@ import { AppModule } from './app.module';
 import { currentWorker } from './cluster/cluster-messages';
 import { CloseCode, CloseReason } from './common/close-codes';
 import { createLogger, PinoNestLogger } from './common/logger';
+import { releaseYoungGeneration } from './common/young-generation';
 import { loadConfig, QUICKSTART_KEY, type AppConfig } from './config/config';
 import { ConnectionRegistry } from './gateway/connection-registry';
 import { UpgradeRouterAdapter } from './gateway/upgrade-router.adapter';
@@ -60,6 +61,8 @@ export async function bootstrap(env: NodeJS.ProcessEnv = process.env): Promise<R
     bodyParser: false,
     logger: new PinoNestLogger(logger),
   });
+  // Start-up's one-off allocations are done: from here on traffic sizes the young generation (common/young-generation.ts).
+  releaseYoungGeneration();
   app.use(express.json({ limit: config.PUBLISH_MAX_BODY_BYTES, strict: false }));
   const metrics = app.get(RealtimeMetrics);
   app.use((err: Error & { status?: number; type?: string }, _req: Request, res: Response, next: NextFunction) => {

@@ -1,8 +1,11 @@
+// First: holds V8's young generation at its initial size while the modules load (bootstrap() releases it).
+import './common/hold-young-generation';
 import 'reflect-metadata';
 import cluster from 'node:cluster';
 import { WorkerSupervisor } from './cluster/worker-supervisor';
 import { createLogger } from './common/logger';
 import { loadNestWithDeferredDateFormat } from './common/nest-date-format';
+import { releaseYoungGeneration } from './common/young-generation';
 import { ConfigError, loadConfig, type AppConfig } from './config/config';
 
 /** Runs `stop` once on SIGTERM or SIGINT, then exits with the code it resolves to (1 if it fails). */
@@ -41,6 +44,7 @@ function runPrimary(config: AppConfig): void {
   const supervisor = new WorkerSupervisor(config.workers, config.SHUTDOWN_TIMEOUT_MS, logger);
   onSignals(logger, () => supervisor.stop());
   supervisor.start();
+  releaseYoungGeneration(); // the primary's start-up is done too (the workers release their own in bootstrap())
 }
 
 async function main(): Promise<void> {
