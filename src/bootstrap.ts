@@ -1,5 +1,8 @@
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
+// The adapter's own file, not the package's index: that also loads multer and busboy (23 modules, ~1.2 MB of heap)
+// for file uploads the service does not take. Nest loads the index only when it is not given an adapter.
+import { ExpressAdapter } from '@nestjs/platform-express/adapters/express-adapter';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -57,7 +60,7 @@ export async function bootstrap(env: NodeJS.ProcessEnv = process.env): Promise<R
   }
   // prom-client's registry is process-wide: a test that starts the app twice must not register metrics twice.
   register.clear();
-  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, logger), {
+  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, logger), new ExpressAdapter(), {
     bodyParser: false,
     logger: new PinoNestLogger(logger),
   });
