@@ -1,5 +1,8 @@
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
+// The adapter's own file, not the package's index: that also loads multer and busboy (23 modules, ~1.2 MB of heap)
+// for file uploads the service does not take. Nest loads the index only when it is not given an adapter.
+import { ExpressAdapter } from '@nestjs/platform-express/adapters/express-adapter';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,6 +13,7 @@ import { AppModule } from './app.module';
 import { currentWorker } from './cluster/cluster-messages';
 import { CloseCode, CloseReason } from './common/close-codes';
 import { createLogger, PinoNestLogger } from './common/logger';
+import { releaseYoungGeneration } from './common/young-generation';
 import { loadConfig, QUICKSTART_KEY, type AppConfig } from './config/config';
 import { ConnectionRegistry } from './gateway/connection-registry';
 import { UpgradeRouterAdapter } from './gateway/upgrade-router.adapter';
@@ -56,10 +60,12 @@ export async function bootstrap(env: NodeJS.ProcessEnv = process.env): Promise<R
   }
   // prom-client's registry is process-wide: a test that starts the app twice must not register metrics twice.
   register.clear();
-  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, logger), {
+  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, logger), new ExpressAdapter(), {
     bodyParser: false,
     logger: new PinoNestLogger(logger),
   });
+  // Start-up's one-off allocations are done: from here on traffic sizes the young generation (common/young-generation.ts).
+  releaseYoungGeneration();
   app.use(express.json({ limit: config.PUBLISH_MAX_BODY_BYTES, strict: false }));
   const metrics = app.get(RealtimeMetrics);
   app.use((err: Error & { status?: number; type?: string }, _req: Request, res: Response, next: NextFunction) => {

@@ -1,7 +1,11 @@
+// First: holds V8's young generation at its initial size while the modules load (bootstrap() releases it).
+import './common/hold-young-generation';
 import 'reflect-metadata';
 import cluster from 'node:cluster';
 import { WorkerSupervisor } from './cluster/worker-supervisor';
 import { createLogger } from './common/logger';
+import { loadNestWithDeferredDateFormat } from './common/nest-date-format';
+import { releaseYoungGeneration } from './common/young-generation';
 import { ConfigError, loadConfig, type AppConfig } from './config/config';
 
 /** Runs `stop` once on SIGTERM or SIGINT, then exits with the code it resolves to (1 if it fails). */
@@ -26,6 +30,7 @@ function onSignals(log: { info: (o: object, m: string) => void; error: (o: objec
 /** One full instance of the service: the whole process (WORKERS=1) or one worker of the cluster. */
 async function runInstance(): Promise<void> {
   // Loaded here, not at the top: the primary of a cluster never needs Nest.
+  loadNestWithDeferredDateFormat();
   const { bootstrap } = await import('./bootstrap');
   const service = await bootstrap();
   const { logger } = service;
@@ -39,6 +44,7 @@ function runPrimary(config: AppConfig): void {
   const supervisor = new WorkerSupervisor(config.workers, config.SHUTDOWN_TIMEOUT_MS, logger);
   onSignals(logger, () => supervisor.stop());
   supervisor.start();
+  releaseYoungGeneration(); // the primary's start-up is done too (the workers release their own in bootstrap())
 }
 
 async function main(): Promise<void> {
