@@ -483,6 +483,9 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
       const nodes = [...new Set(lines.map((l) => l.node))];
       await until(`all ${total} Django events on every socket`, () => (ws.every((w) => w.events.length >= total) ? true : undefined), 120_000).catch(
         (err: unknown) => {
+          // DIAG(i15c): full logs and every socket's (seq, position) for the analysis.
+          const stamp = Date.now();
+          require('node:fs').writeFileSync(`/tmp/i15c-fail-${stamp}.json`, JSON.stringify({ lines, stderr, A: a.logs, B: b.logs, ws: ws.map((w) => ({ label: w.label, reconnects: w.reconnects, recoveries: w.recoveries, events: w.events })) }));
           const where = lines.filter((l) => l.message_id !== undefined).map((l) => `${l.seq}:${l.node ?? ''}`);
           throw new Error(
             `${String(err)}; ${ws.map((w) => missing(w, total)).join('; ')}\npublished (seq:node, around the kill): ` +
@@ -502,6 +505,8 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
       await rabbit.startNode(victim as number);
       await rabbit.waitRunning(3);
     } finally {
+      // DIAG(i15c): every run's logs
+      require('node:fs').writeFileSync(`/tmp/i15c-run-${Date.now()}.json`, JSON.stringify({ lines, stderr, A: a.logs, B: b.logs, ws: ws.map((w) => ({ label: w.label, reconnects: w.reconnects, recoveries: w.recoveries, events: w.events })) }));
       if (child.exitCode === null) child.kill('SIGKILL');
       for (const w of ws) w.close();
     }

@@ -70,6 +70,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private syncInFlight = false;
   /** Records consumed and events published while handling the current chunk (metrics, added once per chunk). */
   private consumedInChunk = 0;
+  private diagChunks = 0;
+  private diagEpoch: number | undefined;
   private publishedInChunk = 0;
 
   constructor(
@@ -245,6 +247,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.subscribedAtMs = Date.now();
     // A marker of an earlier subscription no longer tells where this one's tail is.
     if (this.catchUpMarker !== undefined) this.markers.delete(this.catchUpMarker);
+    this.diagChunks = 0;
     await conn.subscribe(this.names.stream, offset, STREAM_CREDIT, (chunk) => this.onChunk(conn, chunk));
     // Everything in the stream now comes before this marker: reading it back means caught up.
     this.catchUpMarker = this.publishMarker(() => this.caughtUp());
@@ -268,6 +271,12 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private onChunk(conn: StreamConnection, chunk: Chunk): void {
     if (conn !== this.stream) return;
     const { buf, records } = chunk;
+    // DIAG(i15c): the first chunks after a subscribe, any gap or overlap, any epoch change.
+    this.diagChunks++;
+    if (this.diagChunks <= 5 || (this.nextOffset !== undefined && chunk.firstOffset !== this.nextOffset) || chunk.epoch !== this.diagEpoch) {
+      this.logger.warn({ diag: 'chunk', n: this.diagChunks, first: chunk.firstOffset, records: records.length, epoch: chunk.epoch, prevEpoch: this.diagEpoch, nextOffset: this.nextOffset, node: `${conn.address.host}` }, 'DIAG chunk');
+    }
+    this.diagEpoch = chunk.epoch;
     this.consumedInChunk = 0;
     this.publishedInChunk = 0;
     for (let i = 0; i < records.length; i++) {
@@ -327,6 +336,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       publishedAtMs: caughtUp ? publishedAtMs({ 'x-published-at-ms': rec.publishedAtHeader }, rec.timestampSeconds) : undefined,
     });
     if (event !== undefined) this.publishedInChunk++;
+    else this.logger.warn({ diag: 'dup', offset, messageId: rec.messageId, channel: c.channel }, 'DIAG duplicate dropped');
   }
 
   private onValidateMessage(ch: ConfirmChannel, msg: ConsumeMessage | null): void {
