@@ -70,8 +70,10 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private syncInFlight = false;
   /** Records consumed and events published while handling the current chunk (metrics, added once per chunk). */
   private consumedInChunk = 0;
-  private diagChunks = 0;
-  private diagEpoch: number | undefined;
+  /** The first chunk of the current subscription has been logged. */
+  private startLogged = false;
+  /** The epoch of the last chunk with a record processed. */
+  private lastEpoch: number | undefined;
   private publishedInChunk = 0;
 
   constructor(
@@ -247,7 +249,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.subscribedAtMs = Date.now();
     // A marker of an earlier subscription no longer tells where this one's tail is.
     if (this.catchUpMarker !== undefined) this.markers.delete(this.catchUpMarker);
-    this.diagChunks = 0;
+    this.startLogged = false;
     await conn.subscribe(this.names.stream, offset, STREAM_CREDIT, (chunk) => this.onChunk(conn, chunk));
     // Everything in the stream now comes before this marker: reading it back means caught up.
     this.catchUpMarker = this.publishMarker(() => this.caughtUp());
@@ -271,12 +273,9 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private onChunk(conn: StreamConnection, chunk: Chunk): void {
     if (conn !== this.stream) return;
     const { buf, records } = chunk;
-    // DIAG(i15c): the first chunks after a subscribe, any gap or overlap, any epoch change.
-    this.diagChunks++;
-    if (this.diagChunks <= 5 || (this.nextOffset !== undefined && chunk.firstOffset !== this.nextOffset) || chunk.epoch !== this.diagEpoch) {
-      this.logger.warn({ diag: 'chunk', n: this.diagChunks, first: chunk.firstOffset, records: records.length, epoch: chunk.epoch, prevEpoch: this.diagEpoch, nextOffset: this.nextOffset, node: `${conn.address.host}` }, 'DIAG chunk');
-    }
-    this.diagEpoch = chunk.epoch;
+    const fresh = this.nextOffset === undefined || chunk.firstOffset + records.length > this.nextOffset;
+    if (!this.startLogged || (fresh && this.unexpected(chunk))) this.logChunk(conn, chunk);
+    if (fresh) this.lastEpoch = chunk.epoch;
     this.consumedInChunk = 0;
     this.publishedInChunk = 0;
     for (let i = 0; i < records.length; i++) {
@@ -295,6 +294,29 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     // Counted once per chunk: a labelled counter's inc per record was 4 % of a replay's CPU.
     if (this.consumedInChunk > 0) this.metrics.consumed.inc(this.consumedInChunk);
     if (this.publishedInChunk > 0) this.metrics.published.inc({ source: 'broker' }, this.publishedInChunk);
+  }
+
+  /** A chunk that should never come: it starts beyond the next offset (offsets never read), or has an older epoch. */
+  private unexpected(chunk: Chunk): boolean {
+    return (this.nextOffset !== undefined && chunk.firstOffset > this.nextOffset) || (this.lastEpoch !== undefined && chunk.epoch < this.lastEpoch);
+  }
+
+  /**
+   * Where each subscription starts (offset, epoch: which leader wrote it), and any unexpected chunk: a few lines per
+   * reconnect, the evidence a failover investigation needs (issue 15).
+   */
+  private logChunk(conn: StreamConnection, chunk: Chunk): void {
+    const fields = {
+      node: `${conn.address.host}:${conn.address.port}`,
+      chunkOffset: chunk.firstOffset,
+      records: chunk.records.length,
+      epoch: chunk.epoch,
+      previousEpoch: this.lastEpoch,
+      nextOffset: this.nextOffset,
+    };
+    if (this.startLogged) this.logger.warn(fields, 'unexpected stream chunk: offsets skipped or an older epoch');
+    else this.logger.info(fields, 'first chunk of the subscription');
+    this.startLogged = true;
   }
 
   private onRecord(offset: number, rec: StreamRecord | undefined): void {
@@ -336,7 +358,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       publishedAtMs: caughtUp ? publishedAtMs({ 'x-published-at-ms': rec.publishedAtHeader }, rec.timestampSeconds) : undefined,
     });
     if (event !== undefined) this.publishedInChunk++;
-    else this.logger.warn({ diag: 'dup', offset, messageId: rec.messageId, channel: c.channel }, 'DIAG duplicate dropped');
+    // Rare (a publisher's retry of a message the broker had stored after all): worth a line when a failover is examined.
+    else this.logger.info({ offset, messageId: rec.messageId }, 'duplicate message id dropped');
   }
 
   private onValidateMessage(ch: ConfirmChannel, msg: ConsumeMessage | null): void {
