@@ -174,8 +174,15 @@ class Watcher {
     readonly label: string,
   ) {}
 
+  /**
+   * Open the socket and wait for its `connection` frame: the service sends it in the same turn as it subscribes the
+   * socket, so every event published from then on must reach it. The socket's `open` alone is earlier: while the
+   * instance replays or syncs, the subscription waits (ADR 0003), and an event published in between belongs to
+   * the history before the socket, not to its live events.
+   */
   async open(): Promise<void> {
     await this.connect(undefined);
+    await until(`the connection frame on ${this.label}`, () => (this.hello !== undefined ? true : undefined), 60_000);
   }
 
   close(): void {
