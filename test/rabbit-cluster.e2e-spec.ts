@@ -174,8 +174,15 @@ class Watcher {
     readonly label: string,
   ) {}
 
+  /**
+   * Open the socket and wait for its `connection` frame: the service sends it in the same turn as it subscribes the
+   * socket, so every event published from then on must reach it. The socket's `open` alone is earlier: while the
+   * instance replays or syncs, the subscription waits (ADR 0003), and an event published in between belongs to
+   * the history before the socket, not to its live events.
+   */
   async open(): Promise<void> {
     await this.connect(undefined);
+    await until(`the connection frame on ${this.label}`, () => (this.hello !== undefined ? true : undefined), 60_000);
   }
 
   close(): void {
@@ -243,6 +250,13 @@ async function health(i: Instance): Promise<{ node: string | null; amqpNode: str
   const res = await fetch(`${i.url}/health`, { signal: AbortSignal.timeout(3000) });
   const body = (await res.json()) as { checks: { broker: { node?: string | null; amqp_node?: string | null; status: string } } };
   return { node: body.checks.broker.node ?? null, amqpNode: body.checks.broker.amqp_node ?? null, status: body.checks.broker.status };
+}
+
+/** An instance's /health broker check as JSON (position read up to, node, caught_up), for failure messages. */
+async function brokerCheck(i: Instance): Promise<string> {
+  const res = await fetch(`${i.url}/health`, { signal: AbortSignal.timeout(3000) });
+  const body = (await res.json()) as { checks: { broker: unknown } };
+  return JSON.stringify(body.checks.broker);
 }
 
 async function readiness(i: Instance): Promise<number> {
@@ -482,11 +496,17 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
       const slowest = Math.max(...lines.map((l) => l.ms ?? 0));
       const nodes = [...new Set(lines.map((l) => l.node))];
       await until(`all ${total} Django events on every socket`, () => (ws.every((w) => w.events.length >= total) ? true : undefined), 120_000).catch(
-        (err: unknown) => {
+        async (err: unknown) => {
           const where = lines.filter((l) => l.message_id !== undefined).map((l) => `${l.seq}:${l.node ?? ''}`);
+          // Loss or stall: the stream's members (offsets, committed) against where each instance's reader is. A
+          // stream holding more than a reader's position with a reader connected is a stalled delivery; a stream
+          // whose committed offset is below the last event's is a loss in the broker.
+          const readers = await Promise.all([a, b].map((i) => brokerCheck(i).catch((e: unknown) => String(e))));
+          const status = await rabbit.streamStatus(`${exchange}.stream`).catch((e: unknown) => String(e));
           throw new Error(
             `${String(err)}; ${ws.map((w) => missing(w, total)).join('; ')}\npublished (seq:node, around the kill): ` +
-              `${where.slice(40, 120).join(' ')}\nstderr: ${stderr.slice(-1500)}\nA:\n${a.tail(25)}\nB:\n${b.tail(25)}`,
+              `${where.slice(40, 120).join(' ')}\nreaders: A ${readers[0]}; B ${readers[1]}\nstream_status: ${status ?? 'no node answers'}` +
+              `\nstderr: ${stderr.slice(-1500)}\nA:\n${a.tail(40)}\nB:\n${b.tail(40)}`,
           );
         },
       );

@@ -73,6 +73,10 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private validAckTimer: NodeJS.Immediate | undefined;
   /** Records consumed and events published while handling the current chunk (metrics, added once per chunk). */
   private consumedInChunk = 0;
+  /** The first chunk of the current subscription has been logged. */
+  private startLogged = false;
+  /** The epoch of the last chunk with a record processed. */
+  private lastEpoch: number | undefined;
   private publishedInChunk = 0;
 
   constructor(
@@ -249,6 +253,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.subscribedAtMs = Date.now();
     // A marker of an earlier subscription no longer tells where this one's tail is.
     if (this.catchUpMarker !== undefined) this.markers.delete(this.catchUpMarker);
+    this.startLogged = false;
     await conn.subscribe(this.names.stream, offset, STREAM_CREDIT, (chunk) => this.onChunk(conn, chunk));
     // Everything in the stream now comes before this marker: reading it back means caught up.
     this.catchUpMarker = this.publishMarker(() => this.caughtUp());
@@ -272,6 +277,9 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private onChunk(conn: StreamConnection, chunk: Chunk): void {
     if (conn !== this.stream) return;
     const { buf, records } = chunk;
+    const fresh = this.nextOffset === undefined || chunk.firstOffset + records.length > this.nextOffset;
+    if (!this.startLogged || (fresh && this.unexpected(chunk))) this.logChunk(conn, chunk);
+    if (fresh) this.lastEpoch = chunk.epoch;
     this.consumedInChunk = 0;
     this.publishedInChunk = 0;
     for (let i = 0; i < records.length; i++) {
@@ -290,6 +298,29 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     // Counted once per chunk: a labelled counter's inc per record was 4 % of a replay's CPU.
     if (this.consumedInChunk > 0) this.metrics.consumed.inc(this.consumedInChunk);
     if (this.publishedInChunk > 0) this.metrics.published.inc({ source: 'broker' }, this.publishedInChunk);
+  }
+
+  /** A chunk that should never come: it starts beyond the next offset (offsets never read), or has an older epoch. */
+  private unexpected(chunk: Chunk): boolean {
+    return (this.nextOffset !== undefined && chunk.firstOffset > this.nextOffset) || (this.lastEpoch !== undefined && chunk.epoch < this.lastEpoch);
+  }
+
+  /**
+   * Where each subscription starts (offset, epoch: which leader wrote it), and any unexpected chunk: a few lines per
+   * reconnect, the evidence a failover investigation needs (issue 15).
+   */
+  private logChunk(conn: StreamConnection, chunk: Chunk): void {
+    const fields = {
+      node: `${conn.address.host}:${conn.address.port}`,
+      chunkOffset: chunk.firstOffset,
+      records: chunk.records.length,
+      epoch: chunk.epoch,
+      previousEpoch: this.lastEpoch,
+      nextOffset: this.nextOffset,
+    };
+    if (this.startLogged) this.logger.warn(fields, 'unexpected stream chunk: offsets skipped or an older epoch');
+    else this.logger.info(fields, 'first chunk of the subscription');
+    this.startLogged = true;
   }
 
   private onRecord(offset: number, rec: StreamRecord | undefined): void {
@@ -332,6 +363,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       publishedAtMs: this.state.brokerCaughtUp ? at : undefined,
     });
     if (event !== undefined) this.publishedInChunk++;
+    // Rare (a publisher's retry of a message the broker had stored after all): worth a line when a failover is examined.
+    else this.logger.info({ offset, messageId: rec.messageId }, 'duplicate message id dropped');
   }
 
   private onValidateMessage(ch: ConfirmChannel, msg: ConsumeMessage | null): void {

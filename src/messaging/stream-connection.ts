@@ -29,6 +29,8 @@ export interface Chunk {
   /** Each record's bytes, as [start, end) into `buf`, in offset order; undefined entries could not be read. */
   buf: Buffer;
   records: Array<[number, number] | undefined>;
+  /** The leader epoch that wrote the chunk (it only grows along a stream's log). */
+  epoch: number;
 }
 
 const KEY = {
@@ -288,6 +290,7 @@ export class StreamConnection {
     const chunkType = buf.readInt8(p + 1);
     const numEntries = buf.readUInt16BE(p + 2);
     const numRecords = buf.readUInt32BE(p + 4);
+    const epoch = Number(buf.readBigUInt64BE(p + 16));
     const firstOffset = Number(buf.readBigUInt64BE(p + 24));
     p += 48; // magic(1) type(1) entries(2) records(4) timestamp(8) epoch(8) first offset(8) crc(4) data(4) trailer(4) reserved(4)
     const records: Array<[number, number] | undefined> = [];
@@ -316,7 +319,7 @@ export class StreamConnection {
         }
       }
     }
-    this.onChunk?.({ firstOffset, numRecords: chunkType === 0 ? numRecords : 0, buf, records });
+    this.onChunk?.({ firstOffset, numRecords: chunkType === 0 ? numRecords : 0, buf, records, epoch });
     this.handled++;
   }
 
