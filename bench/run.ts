@@ -195,7 +195,7 @@ async function main(): Promise<void> {
       rabbitUrl: opts.rabbitUrl,
       secret: opts.secret,
       apiKey: opts.apiKey,
-      repoRoot,
+      repoRoot: opts.serviceRoot === undefined ? repoRoot : resolve(opts.serviceRoot),
       logDir: join(repoRoot, 'bench', 'results', 'logs'),
       extraEnv: opts.serviceEnv,
       nodeArgs: opts.serviceNodeArgs,

@@ -17,6 +17,8 @@ export interface Options {
   serviceEnv: Record<string, string>;
   /** Node flags for the service process, e.g. `--cpu-prof` (not allowed in NODE_OPTIONS). */
   serviceNodeArgs: string[];
+  /** Run the service built in this folder (its dist/main.js), e.g. an earlier commit, for a before/after. */
+  serviceRoot: string | undefined;
   /** `fresh` (empty exchange) and/or `history` (pre-filled, as deployed); every scenario runs in each. */
   modes: Mode[];
   historyEvents: number;
@@ -66,7 +68,8 @@ const HELP = `npm run bench -- [flags]
   --repeat N             run everything N times; the table shows medians (default 1)
   --startup-sizes LIST   startup: events in the replay window (default 100000,500000,1000000)
   --service-env K=V      extra environment for the service (repeatable)
-  --service-node-args S  node flags for the service, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"`;
+  --service-node-args S  node flags for the service, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+  --service-root DIR     run the service built in DIR (DIR/dist/main.js: another commit, for a before/after)`;
 
 export function parseOptions(argv: string[]): Options {
   const quick = argv.includes('--quick');
@@ -81,6 +84,7 @@ export function parseOptions(argv: string[]): Options {
     rabbitUrl: process.env.RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
     serviceEnv: {},
     serviceNodeArgs: [],
+    serviceRoot: undefined,
     modes: ['fresh', 'history'],
     historyEvents: quick ? 5000 : 200_000,
     historyChannels: quick ? 100 : 2000,
@@ -183,6 +187,9 @@ export function parseOptions(argv: string[]): Options {
         break;
       case '--churn-seconds':
         o.churnSeconds = num(flag, v);
+        break;
+      case '--service-root':
+        o.serviceRoot = v;
         break;
       case '--service-node-args':
         o.serviceNodeArgs = v.split(' ').filter(Boolean);
