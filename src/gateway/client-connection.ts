@@ -59,6 +59,12 @@ export class ClientConnection implements Subscriber {
   /** Last time anything arrived from the client (frame or pong): heartbeat. */
   lastSeenMs = Date.now();
   pingSentMs: number | undefined;
+  /**
+   * When the next heartbeat ping is due. The first one falls anywhere in the first interval, so the pings of
+   * sockets that connected together are spread over the interval instead of going out in one burst (a ping round
+   * of 1,000 sockets in one tick was one write after another for tens of milliseconds, in front of live events).
+   */
+  nextPingMs = Number.MAX_SAFE_INTEGER;
   closeCode: number | undefined;
   /** The user this connection is counted under for the per-user limit. */
   countedUser: string | undefined;

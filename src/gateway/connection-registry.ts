@@ -18,7 +18,6 @@ export class ConnectionRegistry implements OnModuleDestroy {
   private readonly byIp = new Map<string, number>();
   private readonly byKind = new Map<EndpointKind, number>(ENDPOINT_KINDS.map((k) => [k, 0]));
   private readonly sweepTimer: NodeJS.Timeout;
-  private lastPingRoundMs = Date.now();
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -56,6 +55,7 @@ export class ConnectionRegistry implements OnModuleDestroy {
   }
 
   add(conn: ClientConnection): void {
+    conn.nextPingMs = Date.now() + Math.random() * this.config.WS_HEARTBEAT_INTERVAL_MS;
     this.all.add(conn);
     this.byKind.set(conn.kind, (this.byKind.get(conn.kind) ?? 0) + 1);
     bump(this.byIp, conn.ctx.ip, 1);
@@ -80,8 +80,6 @@ export class ConnectionRegistry implements OnModuleDestroy {
   private sweep(): void {
     const now = Date.now();
     const interval = this.config.WS_HEARTBEAT_INTERVAL_MS;
-    const pingRound = now - this.lastPingRoundMs >= interval;
-    if (pingRound) this.lastPingRoundMs = now;
     for (const conn of this.all) {
       if (conn.state === 'closed') continue;
       if (conn.state === 'pending_auth') {
@@ -106,8 +104,9 @@ export class ConnectionRegistry implements OnModuleDestroy {
         conn.ws.terminate();
         continue;
       }
-      if (pingRound && conn.ws.readyState === 1 && (conn.pingSentMs === undefined || conn.lastSeenMs >= conn.pingSentMs)) {
+      if (now >= conn.nextPingMs && conn.ws.readyState === 1 && (conn.pingSentMs === undefined || conn.lastSeenMs >= conn.pingSentMs)) {
         conn.pingSentMs = now;
+        conn.nextPingMs = now + interval;
         conn.ws.ping();
       }
     }
