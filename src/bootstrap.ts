@@ -64,8 +64,10 @@ export async function bootstrap(env: NodeJS.ProcessEnv = process.env): Promise<R
     bodyParser: false,
     logger: new PinoNestLogger(logger),
   });
-  // Start-up's one-off allocations are done: from here on traffic sizes the young generation (common/young-generation.ts).
-  releaseYoungGeneration();
+  // Start-up's one-off allocations are done once the app is built and, with a broker, the stream's replay is over
+  // (its garbage is short-lived: with the young generation held through it, RSS after replaying 300,000 events
+  // was 233-254 MB instead of 287-297 MB). From then on traffic sizes the young generation (common/young-generation.ts).
+  void app.get(ServiceState).whenCaughtUp().then(releaseYoungGeneration);
   app.use(express.json({ limit: config.PUBLISH_MAX_BODY_BYTES, strict: false }));
   const metrics = app.get(RealtimeMetrics);
   app.use((err: Error & { status?: number; type?: string }, _req: Request, res: Response, next: NextFunction) => {

@@ -4,7 +4,8 @@ import { setFlagsFromString } from 'node:v8';
  * Keeps start-up from sizing V8's young generation for traffic it has not seen (issue 13).
  * `holdYoungGeneration()` keeps it at its initial size; `releaseYoungGeneration()` gives it V8's default growth
  * again. main.ts holds it before it loads anything else (`./hold-young-generation`, its first import) and
- * bootstrap() releases it once the app is built, before it takes broker traffic or sockets.
+ * bootstrap() releases it once the app is built and the start-up replay of the stream is over (at once without a
+ * broker): the replay's garbage is short-lived too.
  *
  * Why: loading the service's ~1,200 modules allocates ~20 MB that all survive (module code and objects live for
  * the whole process). V8 doubles the semi-spaces each time a semi-space's worth of objects has survived since the

@@ -19,7 +19,7 @@ import { StreamConnection, type Chunk, type OffsetSpec, type StreamAddress } fro
 /** The header of a sync marker: a message this service writes into the stream to learn where the stream ends. */
 export const SYNC_MARKER_HEADER = 'x-ansflow-sync';
 /** Chunks the broker may send ahead of the one being handled (the stream protocol's credit). */
-const STREAM_CREDIT = 64;
+const STREAM_CREDIT = 500;
 const RECONNECT_DELAY_MS = 1000;
 
 /**
