@@ -11,7 +11,7 @@
  */
 import { WebSocket } from 'ws';
 import type { ChannelTally, ChurnResult, CollectResult, ConnectResult, SocketSpec, WorkerCommand, WorkerReply } from './lib/ipc';
-import { nowMs } from './lib/stats';
+import { monoNs, nowMs } from './lib/stats';
 import { accessToken } from './lib/token';
 
 interface Client {
@@ -65,7 +65,7 @@ function account(c: Client, text: string): void {
   if (i < 0) return;
   c.frames++;
   let j = recordLatency ? text.indexOf(SENT) : -1;
-  const now = recordLatency ? nowMs() : 0;
+  const nowNs = recordLatency ? Number(monoNs()) : 0;
   while (i >= 0) {
     const seq = readNumber(text, i + SEQ.length);
     c.received++;
@@ -83,7 +83,7 @@ function account(c: Client, text: string): void {
       else c.maxSeq = seq;
     }
     if (j >= 0) {
-      latencies.push(now - readNumber(text, j + SENT.length) / 1e6);
+      latencies.push((nowNs - readNumber(text, j + SENT.length)) / 1e6);
       j = text.indexOf(SENT, j + SENT.length);
     }
     i = text.indexOf(SEQ, i + SEQ.length);

@@ -10,7 +10,7 @@
  */
 import amqp from 'amqplib';
 import type { PublisherCommand, PublisherReply, PublishResult } from './lib/ipc';
-import { nowMs } from './lib/stats';
+import { monoNs, nowMs } from './lib/stats';
 
 let conn: amqp.ChannelModel | undefined;
 let ch: amqp.ConfirmChannel | undefined;
@@ -45,7 +45,7 @@ function publishNext(run: Run, channel: string): boolean {
     type: 'log_entry',
     execution_id: Number(channel.split('.')[1] ?? 0),
     seq,
-    sent_at_ns: Math.round(sentMs * 1e6),
+    sent_at_ns: Number(monoNs()), // compared with the clients' monoNs(): the same clock in every process
     level: 'info',
     message: `bench line ${seq} of ${channel}`,
     step_name: 'bench',

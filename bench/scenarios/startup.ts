@@ -131,7 +131,7 @@ async function bareRead(repoRoot: string, rabbitUrl: string, stream: string, n: 
     const t0 = Date.now();
     let seen = 0;
     await new Promise<void>((resolve, reject) => {
-      c.subscribe(stream, { type: 'first' }, 32, (chunk) => {
+      c.subscribe(stream, { type: 'first' }, 500, (chunk) => { // the service's credit (STREAM_CREDIT)
         for (const r of chunk.records) {
           if (seen >= n) break;
           seen++;
