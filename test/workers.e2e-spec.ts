@@ -204,24 +204,29 @@ describe('WORKERS=2: every core of one host', () => {
       },
     );
     expect(killed).toBe(true);
+    // On a quiet machine the victim may have sent the whole burst before the signal landed: events published once its
+    // sockets are gone are missed for sure, so every resume below has something to recover.
+    for (const c of cut) await c.closedWith(20_000);
+    const tail = 20;
+    for (let i = total; i < total + tail; i++) await publisher.publish('execution.9', logEntry(9, i + 1));
+    const all = total + tail;
 
-    for (const c of kept) expect(seqs(await c.collect(isEvent, total, 30_000))).toEqual(range(1, total));
+    for (const c of kept) expect(seqs(await c.collect(isEvent, all, 30_000))).toEqual(range(1, all));
     let resumedMissed = 0;
     for (const c of cut) {
-      await c.closedWith(20_000);
       const got = seqs(c.frames);
       const again = await open(instance, '/ws/execution/9', lastPosition(c));
       clients.push(again);
       expect(workerOf(again)).not.toBe(victim);
       const recovery = await again.next('recovery', 20_000);
-      expect(recovery).toMatchObject({ recovered: true, missed: total - got.length });
+      expect(recovery).toMatchObject({ recovered: true, missed: all - got.length });
       resumedMissed += recovery.missed as number;
       // What it had before the cut, then what the resume gave: every event once, in order.
-      expect([...got, ...seqs(await again.collect(isEvent, total - got.length, 30_000))]).toEqual(range(1, total));
+      expect([...got, ...seqs(await again.collect(isEvent, all - got.length, 30_000))]).toEqual(range(1, all));
       expectIncreasingPositions(again.frames);
     }
     expect(cut.length).toBeGreaterThan(0);
-    expect(resumedMissed).toBeGreaterThan(0);
+    expect(resumedMissed).toBeGreaterThanOrEqual(tail * cut.length);
 
     // The primary forked a replacement (a new worker id), which serves once it has caught up.
     const replacement = await healthUntil(instance, (h) => h.worker !== null && !before.has(h.worker.id), 'a replacement worker');
@@ -241,11 +246,14 @@ describe('WORKERS=2: every core of one host', () => {
   });
 
   it('stops every worker on SIGTERM: sockets closed with 1001, workers and primary exit 0', async () => {
+    // The replacement of the previous test joins the port once it has caught up: open sockets until both workers
+    // hold some (a worker that never joins still fails here).
     const seen = new Set<number>();
-    for (let i = 0; i < 6; i++) {
+    for (let i = 0; i < 40 && (i < 6 || seen.size < 2); i++) {
       const c = await open(instance, '/ws/system');
       clients.push(c);
       seen.add(workerOf(c));
+      if (seen.size < 2 && i >= 5) await new Promise((resolve) => setTimeout(resolve, 250));
     }
     expect(seen.size).toBe(2);
     const code = await instance.kill('SIGTERM', 30_000);
