@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import amqp, { type ChannelModel, type ConfirmChannel } from 'amqplib';
 import WebSocket from 'ws';
+import { eventually } from './support/broker';
 import { ensureBuilt, Instance } from './support/cluster';
 import { RabbitCluster } from './support/rabbit-cluster';
 import { PUBLISH_KEY } from './support/service';
@@ -27,21 +28,6 @@ const figures: string[] = [];
 function figure(line: string): void {
   figures.push(line);
   process.stdout.write(`[rabbit-cluster] ${line}\n`);
-}
-
-async function until<T>(what: string, check: () => T | undefined | Promise<T | undefined>, ms: number): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /**
@@ -182,7 +168,7 @@ class Watcher {
    */
   async open(): Promise<void> {
     await this.connect(undefined);
-    await until(`the connection frame on ${this.label}`, () => (this.hello !== undefined ? true : undefined), 60_000);
+    await eventually(`the connection frame on ${this.label}`, () => (this.hello !== undefined ? true : undefined), 60_000);
   }
 
   close(): void {
@@ -351,7 +337,7 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
     const pub = new SteadyPublisher(rabbit, exchange, `execution.${id}`, order);
     publishers.push(pub);
     pub.start();
-    await until('the first 50 events on every socket', () => (ws.every((w) => w.events.length >= 50) ? true : undefined), 60_000);
+    await eventually('the first 50 events on every socket', () => (ws.every((w) => w.events.length >= 50) ? true : undefined), 60_000);
     return { pub, ws };
   }
 
@@ -363,11 +349,11 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
    */
   async function settle(name: string, pub: SteadyPublisher, ws: Watcher[], from: number, more = 100, brokerLossBefore?: number): Promise<void> {
     const target = pub.confirmed + more;
-    await until(`${more} more confirmed events`, () => (pub.confirmed >= target ? true : undefined), 180_000);
+    await eventually(`${more} more confirmed events`, () => (pub.confirmed >= target ? true : undefined), 180_000);
     const n = await pub.stop();
     if (brokerLossBefore !== undefined) {
       // In-order delivery: once the last event is on a socket, everything before it that the stream holds is too.
-      await until(`event ${n - 1} on every socket`, () => (ws.every((w) => w.seqs().includes(n - 1)) ? true : undefined), 180_000);
+      await eventually(`event ${n - 1} on every socket`, () => (ws.every((w) => w.seqs().includes(n - 1)) ? true : undefined), 180_000);
       const held = ws[0].seqs();
       for (const w of ws) {
         expect({ socket: w.label, seqs: w.seqs() }).toEqual({ socket: w.label, seqs: held });
@@ -383,7 +369,7 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
       for (const w of ws) w.close();
       return;
     }
-    await until(`all ${n} events on every socket`, () => (ws.every((w) => w.events.length >= n) ? true : undefined), 180_000).catch((err: unknown) => {
+    await eventually(`all ${n} events on every socket`, () => (ws.every((w) => w.events.length >= n) ? true : undefined), 180_000).catch((err: unknown) => {
       throw new Error(`${String(err)}; ${ws.map((w) => missing(w, n)).join('; ')}\nA:\n${a.tail(15)}\nB:\n${b.tail(15)}`);
     });
     for (const w of ws) {
@@ -403,12 +389,12 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
 
   it('stop the node that leads the stream: every socket gets every event once, in order', async () => {
     const { pub, ws } = await flowing(301, [1, 2, 3]);
-    const leader = await until('the stream leader', () => rabbit.leaderOf(`${exchange}.stream`), 30_000);
+    const leader = await eventually('the stream leader', () => rabbit.leaderOf(`${exchange}.stream`), 30_000);
     const nodes = [await nodeOf(rabbit, a), await nodeOf(rabbit, b)];
     figure(`leader scenario: stream leader on node ${leader}; instance A on node ${nodes[0]}, B on node ${nodes[1]}`);
     const at = Date.now();
     await rabbit.stopNode(leader, 'kill');
-    const newLeader = await until(
+    const newLeader = await eventually(
       'a new stream leader',
       async () => {
         const l = await rabbit.leaderOf(`${exchange}.stream`);
@@ -425,10 +411,10 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
   it('stop the node an instance is connected to: it fails over to another node and catches up', async () => {
     const { pub, ws } = await flowing(302, [3, 1, 2]);
     // The node A's stream reader uses (it reads the events from there).
-    const victimNode = await until('instance A on a node', () => nodeOf(rabbit, a), 30_000);
+    const victimNode = await eventually('instance A on a node', () => nodeOf(rabbit, a), 30_000);
     const at = Date.now();
     await rabbit.stopNode(victimNode, 'kill');
-    const now = await until(
+    const now = await eventually(
       'instance A on another node',
       async () => {
         const n = await nodeOf(rabbit, a);
@@ -479,7 +465,7 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
     child.stderr.on('data', (b: Buffer) => (stderr += b.toString('utf8')));
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
     try {
-      await until('50 events published by Django', () => (lines.length >= 50 ? true : undefined), 60_000);
+      await eventually('50 events published by Django', () => (lines.length >= 50 ? true : undefined), 60_000);
       const node = lines[lines.length - 1].node ?? '';
       const victim = rabbit.indexOf(node);
       expect(victim).toBeDefined();
@@ -495,7 +481,7 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
       expect(published).toEqual(range(total));
       const slowest = Math.max(...lines.map((l) => l.ms ?? 0));
       const nodes = [...new Set(lines.map((l) => l.node))];
-      await until(`all ${total} Django events on every socket`, () => (ws.every((w) => w.events.length >= total) ? true : undefined), 120_000).catch(
+      await eventually(`all ${total} Django events on every socket`, () => (ws.every((w) => w.events.length >= total) ? true : undefined), 120_000).catch(
         async (err: unknown) => {
           const where = lines.filter((l) => l.message_id !== undefined).map((l) => `${l.seq}:${l.node ?? ''}`);
           // Loss or stall: the stream's members (offsets, committed) against where each instance's reader is. A
@@ -549,7 +535,7 @@ describe('a three-node RabbitMQ cluster: losing nodes loses no event', () => {
     const gone = Date.now();
     figure(`no quorum: two nodes taken away (${STOP_TWO}) in ${gone - at} ms; publisher confirmed ${pub.confirmed}`);
     await status('with two nodes gone (node 3 paused by pause_minority)');
-    await until('both instances not ready', async () => ((await readiness(a)) === 503 && (await readiness(b)) === 503 ? true : undefined), 120_000);
+    await eventually('both instances not ready', async () => ((await readiness(a)) === 503 && (await readiness(b)) === 503 ? true : undefined), 120_000);
     figure(`no quorum: both instances report not ready ${Date.now() - gone} ms after the second node was gone`);
     expect(await publishViaApi(a, 1)).toBe(503);
     expect(await publishViaApi(b, 2)).toBe(503);

@@ -353,7 +353,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       this.hub.skipPosition(offset);
       return;
     }
-    const at = publishedAtMs({ 'x-published-at-ms': rec.publishedAtHeader }, rec.timestampSeconds);
+    const at = publishedAtMs(rec.publishedAtHeader, rec.timestampSeconds);
     const event = this.hub.publish(c.channel, c.body, {
       messageId: rec.messageId,
       position: offset,

@@ -26,9 +26,12 @@ export function classify(routingKey: string, content: Buffer, maxBytes: number):
   return { ok: true, channel: routingKey, body: body as Record<string, unknown> & { type: string } };
 }
 
-/** When the publisher says it published the message (epoch ms), from the header or the AMQP timestamp (seconds). */
-export function publishedAtMs(headers: Record<string, unknown> | undefined, timestamp: unknown): number | undefined {
-  const h = headers?.['x-published-at-ms'];
+/**
+ * When the publisher says it published the message (epoch ms), from its `x-published-at-ms` header value or the AMQP
+ * timestamp (seconds). Takes the header's value, not the headers: the stream reader has it decoded already and calls
+ * this for every record.
+ */
+export function publishedAtMs(h: unknown, timestamp: unknown): number | undefined {
   if (typeof h === 'number' && isDateMs(h)) return h;
   if (typeof h === 'string' && /^\d+(\.\d+)?$/.test(h) && isDateMs(Number(h))) return Number(h);
   if (typeof timestamp === 'number' && isDateMs(timestamp * 1000)) return timestamp * 1000;
