@@ -56,6 +56,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private topologyReady = false;
   private readerStarted = false;
   private amqpConnected = false;
+  /** The validator queue is declared, bound and consumed on the current connection. */
+  private validatorReady = false;
   private stream: StreamConnection | undefined;
   /** Index into `addresses` of the node to try next. */
   private nodeIndex = 0;
@@ -122,6 +124,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     manager.on('disconnect', ({ err }: { err?: Error }) => {
       const node = this.state.amqpNode;
       this.amqpConnected = false;
+      this.validatorReady = false;
       this.state.amqpNode = undefined;
       this.metrics.useBrokerNode('amqp', nodes, undefined);
       this.updateConnected();
@@ -194,7 +197,9 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   }
 
   private updateConnected(): void {
-    const up = this.amqpConnected && this.stream !== undefined && this.stream.isOpen;
+    // The validator's queue must be bound too: a message published before it exists reaches the stream only, and a
+    // poison one would then be skipped without ever being dead-lettered.
+    const up = this.amqpConnected && this.validatorReady && this.stream !== undefined && this.stream.isOpen;
     this.state.brokerConnected = up;
     this.metrics.brokerConnected.set(up ? 1 : 0);
   }
@@ -271,6 +276,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     await ch.prefetch(200);
     const v = await ch.consume(validate, (msg) => this.onValidateMessage(ch, msg), { noAck: false });
     this.validateTag = v.consumerTag;
+    this.validatorReady = true;
+    this.updateConnected();
   }
 
   /** One chunk: every record in offset order, synchronously (the connection then credits it back). */
