@@ -49,7 +49,12 @@ export interface Options {
   settleSeconds: number;
   /** startup: events in the replay window, measured in turn (the stream grows between them). */
   startupSizes: number[];
+  /** startup: how the stream is filled (see bench/scenarios/startup.ts), each into its own stream. */
+  startupFills: StartupFill[];
 }
+
+export const STARTUP_FILLS = ['batched', 'publishers'] as const;
+export type StartupFill = (typeof STARTUP_FILLS)[number];
 
 const HELP = `npm run bench -- [flags]
   --only LIST            scenarios, comma-separated: ${SCENARIOS.join(',')} (default: all)
@@ -67,6 +72,8 @@ const HELP = `npm run bench -- [flags]
   --history-events N     events pre-filled in history mode (default 200000)  --history-channels N (default 2000)
   --repeat N             run everything N times; the table shows medians (default 1)
   --startup-sizes LIST   startup: events in the replay window (default 100000,500000,1000000)
+  --startup-fill LIST    startup: batched (confirms per 10,000: big chunks, the broker's best case), publishers
+                         (8 publishers awaiting each confirm, as Django does: small chunks) (default both)
   --service-env K=V      extra environment for the service (repeatable)
   --service-node-args S  node flags for the service, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
   --service-root DIR     run the service built in DIR (DIR/dist/main.js: another commit, for a before/after)`;
@@ -108,6 +115,7 @@ export function parseOptions(argv: string[]): Options {
     churnEventRate: quick ? 50 : 100,
     settleSeconds: quick ? 0.3 : 5,
     startupSizes: [100_000, 500_000, 1_000_000],
+    startupFills: [...STARTUP_FILLS],
   };
   const list = (v: string): string[] =>
     v
@@ -166,6 +174,12 @@ export function parseOptions(argv: string[]): Options {
         break;
       case '--startup-sizes':
         o.startupSizes = list(v).map((x) => num(flag, x));
+        break;
+      case '--startup-fill':
+        o.startupFills = list(v).map((x) => {
+          if (!(STARTUP_FILLS as readonly string[]).includes(x)) throw new Error(`--startup-fill: unknown fill ${x} (${STARTUP_FILLS.join(', ')})`);
+          return x as StartupFill;
+        });
         break;
       case '--connect-rate':
         o.connectRate = num(flag, v);

@@ -135,19 +135,34 @@ const ROWS: Row[] = [
   ...startupRows([20_000, 100_000, 500_000, 1_000_000]),
 ];
 
-/** The start-up scenario's rows for each stream size it may run (`--startup-sizes`; rows without figures are left out). */
+/**
+ * The start-up scenario's rows for each stream size it may run (`--startup-sizes`) and each fill (`--startup-fill`;
+ * rows without figures are left out).
+ */
 function startupRows(sizes: number[]): Row[] {
-  return sizes.flatMap((n): Row[] => {
-    const k = `${n / 1000}k events`;
-    return [
-      { scenario: 'startup', key: `ready_s_${n}`, label: `${k}: process start → ready (s)` },
-      { scenario: 'startup', key: `replay_per_s_${n}`, label: `${k}: replay (events/s)`, target: (v) => ({ target: '≥ 100000', pass: Number.isFinite(v) ? v >= 100_000 : null }) },
-      { scenario: 'startup', key: `bare_read_per_s_${n}`, label: `${k}: bare stream read, same run (events/s)` },
-      { scenario: 'startup', key: `cpu_s_${n}`, label: `${k}: service CPU s until ready` },
-      { scenario: 'startup', key: `rss_mb_${n}`, label: `${k}: RSS once ready (MB)`, target: atMost(512, 'MB') },
-      { scenario: 'startup', key: `history_mb_${n}`, label: `${k}: history held (MB, /health)` },
-    ];
-  });
+  return [
+    { prefix: '', fill: 'batched fill' },
+    { prefix: 'p_', fill: "publishers' fill" },
+  ].flatMap(({ prefix, fill }) =>
+    sizes.flatMap((size): Row[] => {
+      const n = `${prefix}${size}`;
+      const k = `${size / 1000}k events, ${fill}`;
+      return [
+        { scenario: 'startup', key: `records_per_chunk_${n}`, label: `${k}: records per chunk` },
+        { scenario: 'startup', key: `ready_s_${n}`, label: `${k}: process start → ready (s)` },
+        {
+          scenario: 'startup',
+          key: `replay_per_s_${n}`,
+          label: `${k}: replay (events/s)`,
+          target: (v) => ({ target: '≥ 100000', pass: Number.isFinite(v) ? v >= 100_000 : null }),
+        },
+        { scenario: 'startup', key: `bare_read_per_s_${n}`, label: `${k}: bare stream read, same run (events/s)` },
+        { scenario: 'startup', key: `cpu_s_${n}`, label: `${k}: service CPU s until ready` },
+        { scenario: 'startup', key: `rss_mb_${n}`, label: `${k}: RSS once ready (MB)`, target: atMost(512, 'MB') },
+        { scenario: 'startup', key: `history_mb_${n}`, label: `${k}: history held (MB, /health)` },
+      ];
+    }),
+  );
 }
 
 /** Rows shown once per scenario run, after its figures: the set-up of history mode. */
