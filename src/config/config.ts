@@ -54,6 +54,7 @@ const EnvSchema = z.object({
     .regex(/^\d+[YMDhms]$/, 'must look like 24h, 7D or 30m')
     .default('24h'),
   STREAM_MAX_BYTES: int(1_000_000).default(2_000_000_000),
+  STREAM_DIGEST_EVENTS: int(0).max(100_000).default(2000),
 
   HISTORY_SIZE: int(0).default(1000),
   HISTORY_TTL_SECONDS: int(0).default(900),
@@ -145,7 +146,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, version = '0.0.
     problems.push('PUBLISH_API_KEY: at least 8 characters');
   }
   if (e.DJANGO_API_URL !== undefined && !/^https?:\/\/[^/?#]+/.test(e.DJANGO_API_URL)) {
-    problems.push('DJANGO_API_URL: must start with http:// or https:// (Django\'s base URL, e.g. http://django:8000)');
+    problems.push("DJANGO_API_URL: must start with http:// or https:// (Django's base URL, e.g. http://django:8000)");
   }
   if (e.NODE_ENV === 'production' && e.PUBLISH_API_KEY === QUICKSTART_PUBLISH_KEY) {
     problems.push('PUBLISH_API_KEY: the README quick start key is for trying the service locally, never in production');

@@ -15,12 +15,19 @@ import { brokerNames, classify, DEAD_LETTER_REASON_HEADER, publishedAtMs } from 
 
 import { decodeRecord, type StreamRecord } from './amqp10';
 import { StreamConnection, type Chunk, type OffsetSpec, type StreamAddress } from './stream-connection';
+import { decodeDigest, DigestBuilder, digestRange, MAX_DIGEST_BYTES } from './stream-digest';
 
 /** The header of a sync marker: a message this service writes into the stream to learn where the stream ends. */
 export const SYNC_MARKER_HEADER = 'x-ansflow-sync';
 /** Chunks the broker may send ahead of the one being handled (the stream protocol's credit). */
 const STREAM_CREDIT = 500;
 const RECONNECT_DELAY_MS = 1000;
+/** Chunks of the replay stream in flight: each holds a digest of up to ~1 MB. */
+const DIGEST_CREDIT = 8;
+/** A digest is written at most this long after its first record (plus up to a second of jitter). */
+const DIGEST_MAX_DELAY_MS = 5000;
+/** Reading the digests at start gives up (the event stream is read instead) after this long without a chunk. */
+const DIGEST_STALL_MS = 10_000;
 
 /**
  * Reads every event from the RabbitMQ stream bound to the exchange (every instance reads all of it, nobody
@@ -44,7 +51,7 @@ const RECONNECT_DELAY_MS = 1000;
  */
 @Injectable()
 export class BrokerConsumer implements OnApplicationBootstrap {
-  private readonly names: { stream: string; validate: string; dlx: string; dlq: string };
+  private readonly names: { stream: string; replay: string; validate: string; dlx: string; dlq: string };
   private readonly addresses: StreamAddress[];
   private channel: ChannelWrapper | undefined;
   private validatorChannel: ChannelWrapper | undefined;
@@ -80,6 +87,24 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   /** The epoch of the last chunk with a record processed. */
   private lastEpoch: number | undefined;
   private publishedInChunk = 0;
+  /** Digests (src/messaging/stream-digest.ts): on when STREAM_DIGEST_EVENTS > 0. */
+  private readonly digestEvents: number;
+  private readonly digest = new DigestBuilder();
+  private digestTimer: NodeJS.Timeout | undefined;
+  private digestTimerFull = false;
+  /** The highest offset some digest in the replay stream covers (ours included, once written). */
+  private covered = -1;
+  private digestConn: StreamConnection | undefined;
+  /** Reading the digests at start; `endDigestReplay` ends it (marker read, gap, failure or stall). */
+  private digestReplaying = false;
+  private endDigestReplay: (() => void) | undefined;
+  private lastDigestChunkMs = 0;
+  /** The event stream's last offset when the digests began to be read (see lastOffsetOf). */
+  private streamTail: number | undefined;
+  /** Records processed at start from digests and from the event stream, for the "caught up" line. */
+  private replayedFromDigests = 0;
+  /** When the first replay began (digests included); the first "caught up" reports the time since. */
+  private readingSinceMs: number | undefined;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -91,6 +116,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   ) {
     this.names = brokerNames(config.RABBITMQ_EXCHANGE);
     this.addresses = config.brokerUrls.map((u) => streamAddress(u, config.RABBITMQ_STREAM_PORT));
+    this.digestEvents = config.STREAM_DIGEST_EVENTS;
     state.brokerConfigured = true;
     state.sync = () => this.sync();
     state.brokerNode = () => this.connectedNode;
@@ -139,8 +165,11 @@ export class BrokerConsumer implements OnApplicationBootstrap {
 
   /** Stop consuming and wait for in-flight dead-letter publications (shutdown). */
   async stop(): Promise<void> {
+    // What this instance gathered goes out before it stops: its replacement then reads it as a digest.
+    this.writeDigest();
     this.stopping = true;
     this.stream?.close();
+    this.digestConn?.close();
     try {
       if (this.validatorCurrent !== undefined && this.validateTag !== undefined) await this.validatorCurrent.cancel(this.validateTag);
     } catch {
@@ -176,22 +205,22 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   }
 
   /** Write a sync marker into the stream; `onRead` runs when the reader reads it back. */
-  private publishMarker(onRead: () => void): string {
+  private publishMarker(onRead: () => void, queue = this.names.stream): string {
     const id = randomUUID();
     this.markers.set(id, onRead);
-    this.sendMarker(id);
+    this.sendMarker(id, queue);
     return id;
   }
 
-  private sendMarker(id: string): void {
+  private sendMarker(id: string, queue: string): void {
     const channel = this.channel;
     if (channel === undefined || this.stopping) return;
     // Straight to the stream through the default exchange: neither the validator nor any other queue sees it.
     // Queued by the channel while the broker is unreachable, so it is written once the connection is back.
-    channel.publish('', this.names.stream, Buffer.from('{}'), { persistent: true, headers: { [SYNC_MARKER_HEADER]: id } }).catch((err: unknown) => {
+    channel.publish('', queue, Buffer.from('{}'), { persistent: true, headers: { [SYNC_MARKER_HEADER]: id } }).catch((err: unknown) => {
       this.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'sync marker not confirmed; sending it again');
       setTimeout(() => {
-        if (this.markers.has(id)) this.sendMarker(id);
+        if (this.markers.has(id)) this.sendMarker(id, queue);
       }, RECONNECT_DELAY_MS).unref();
     });
   }
@@ -210,7 +239,143 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.topologyReady = true;
     if (!this.readerStarted) {
       this.readerStarted = true;
-      void this.readLoop();
+      void this.start();
+    }
+  }
+
+  /** Read the digests first (when on), then the event stream from the offset after the last digested record. */
+  private async start(): Promise<void> {
+    this.readingSinceMs = Date.now();
+    if (this.digestEvents > 0) {
+      const t0 = Date.now();
+      await new Promise<void>((resolve) => {
+        this.endDigestReplay = resolve;
+        this.digestReplaying = true;
+        void this.digestLoop();
+      });
+      this.logger.info({ events: this.replayedFromDigests, ms: Date.now() - t0, nextOffset: this.nextOffset }, 'digests read; reading the event stream');
+    }
+    await this.readLoop();
+  }
+
+  /**
+   * The replay stream's reader. At start it subscribes from HISTORY_TTL_SECONDS ago and processes the digests in
+   * offset order, until it reads back a marker written after subscribing (it has then read every digest there
+   * was), a digest that leaves a gap after what it processed, a failure, or DIGEST_STALL_MS without a chunk: the
+   * event stream is then read from the next offset. Afterwards it stays subscribed and only notes how far the
+   * digests written by any instance reach (`covered`), so each range is written about once.
+   */
+  private async digestLoop(): Promise<void> {
+    let attempt = 0;
+    const stall = setInterval(() => {
+      if (this.digestReplaying && Date.now() - this.lastDigestChunkMs > DIGEST_STALL_MS) {
+        this.logger.warn({ stallMs: DIGEST_STALL_MS }, 'no digest chunk for a while; reading the event stream instead');
+        this.finishDigestReplay();
+      }
+    }, 1000);
+    stall.unref();
+    while (!this.stopping) {
+      const address = this.addresses[(this.nodeIndex + attempt++) % this.addresses.length];
+      try {
+        if (this.digestReplaying) {
+          this.streamTail = await this.lastOffsetOf(address);
+          if (this.streamTail === undefined) {
+            this.logger.warn({ stream: this.names.stream }, 'the event stream has no chunk yet; not reading digests');
+            this.finishDigestReplay();
+          }
+        }
+        const conn = await StreamConnection.open(address, { heartbeatSeconds: 5, timeoutMs: 5000, name: `${this.config.SERVICE_NAME} digests` });
+        this.digestConn = conn;
+        const closed = new Promise<Error | undefined>((resolve) => conn.onClose(resolve));
+        const offset: OffsetSpec = this.digestReplaying ? { type: 'timestamp', ms: Date.now() - this.config.HISTORY_TTL_SECONDS * 1000 } : { type: 'last' };
+        this.lastDigestChunkMs = Date.now();
+        await conn.subscribe(this.names.replay, offset, DIGEST_CREDIT, (chunk) => this.onDigestChunk(conn, chunk));
+        if (this.digestReplaying) this.publishMarker(() => this.finishDigestReplay(), this.names.replay);
+        const err = await closed;
+        if (this.stopping) break;
+        this.logger.warn({ err: err?.message }, 'replay stream reader disconnected; reconnecting');
+      } catch (err) {
+        this.digestConn?.close();
+        if (this.stopping) break;
+        this.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'replay stream reader could not connect');
+      }
+      // A failure while reading the digests at start: the event stream has them all, read it instead.
+      this.finishDigestReplay();
+      await sleep(RECONNECT_DELAY_MS);
+    }
+    clearInterval(stall);
+    this.finishDigestReplay();
+  }
+
+  /**
+   * The offset of the last record of the event stream's last chunk, or undefined when none arrives within 2 s (an
+   * empty stream). A digest that starts after it cannot be of this stream (say, one left from a stream deleted and
+   * declared again): reading digests stops there.
+   */
+  private async lastOffsetOf(address: StreamAddress): Promise<number | undefined> {
+    const conn = await StreamConnection.open(address, { heartbeatSeconds: 0, timeoutMs: 5000, name: `${this.config.SERVICE_NAME} tail` });
+    try {
+      return await new Promise<number | undefined>((resolve, reject) => {
+        const timer = setTimeout(() => resolve(undefined), 2000);
+        conn.onClose((err) => reject(err ?? new Error('connection closed')));
+        conn
+          .subscribe(this.names.stream, { type: 'last' }, 1, (chunk) => {
+            clearTimeout(timer);
+            resolve(chunk.firstOffset + chunk.records.length - 1);
+          })
+          .catch(reject);
+      });
+    } finally {
+      conn.close();
+    }
+  }
+
+  private finishDigestReplay(): void {
+    if (!this.digestReplaying) return;
+    this.digestReplaying = false;
+    this.endDigestReplay?.();
+    this.endDigestReplay = undefined;
+  }
+
+  private onDigestChunk(conn: StreamConnection, chunk: Chunk): void {
+    if (conn !== this.digestConn) return;
+    this.lastDigestChunkMs = Date.now();
+    const { buf, records } = chunk;
+    for (const r of records) {
+      const rec = r === undefined ? undefined : decodeRecord(buf, r[0], r[1]);
+      if (rec === undefined) continue;
+      if (rec.syncId !== undefined) {
+        const done = this.markers.get(rec.syncId);
+        if (done !== undefined) {
+          this.markers.delete(rec.syncId);
+          done();
+        }
+        continue;
+      }
+      const range = digestRange(rec.body);
+      const digest = range !== undefined && this.digestReplaying ? decodeDigest(rec.body) : undefined;
+      if (range === undefined || (this.digestReplaying && digest === undefined)) {
+        this.metrics.digests.inc({ event: 'invalid' });
+        this.logger.warn({ bytes: rec.body.length }, 'not a digest in the replay stream; skipped');
+        continue;
+      }
+      if (digest === undefined) {
+        // Someone's digest: it counts as coverage only where it joins what this instance has read or seen covered, so
+        // a digest far ahead (a mistake, or a forgery) cannot stop this instance from writing what comes before it.
+        if (range.first <= Math.max(this.covered, (this.nextOffset ?? 0) - 1) + 1) this.covered = Math.max(this.covered, range.last);
+        continue;
+      }
+      if (digest.firstOffset > (this.nextOffset ?? (this.streamTail ?? -1) + 1)) {
+        // Nobody digested what comes next (every instance was down, or a write failed): the event stream has it.
+        this.logger.info({ nextOffset: this.nextOffset, digestFrom: digest.firstOffset }, 'gap in the digests; reading the event stream from here');
+        this.finishDigestReplay();
+        continue;
+      }
+      this.metrics.digests.inc({ event: 'read' });
+      this.covered = Math.max(this.covered, range.last);
+      const before = this.nextOffset ?? digest.firstOffset;
+      this.processRecords(digest.buf, digest.firstOffset, digest.records, false);
+      this.replayedFromDigests += Math.max(0, (this.nextOffset ?? before) - before);
     }
   }
 
@@ -287,15 +452,27 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     const fresh = this.nextOffset === undefined || chunk.firstOffset + records.length > this.nextOffset;
     if (!this.startLogged || (fresh && this.unexpected(chunk))) this.logChunk(conn, chunk);
     if (fresh) this.lastEpoch = chunk.epoch;
+    this.processRecords(buf, chunk.firstOffset, records, this.digestEvents > 0);
+  }
+
+  /**
+   * The records of a chunk of the event stream, or of a digest: each in offset order, what was processed skipped.
+   * With `gather`, records not yet covered by a digest are gathered into the next one.
+   */
+  private processRecords(buf: Buffer, firstOffset: number, records: Array<[number, number] | undefined>, gather: boolean): void {
     this.consumedInChunk = 0;
     this.publishedInChunk = 0;
     for (let i = 0; i < records.length; i++) {
-      const offset = chunk.firstOffset + i;
+      const offset = firstOffset + i;
       // A subscription at an offset starts with the whole chunk holding it: skip what was processed.
       if (this.nextOffset !== undefined && offset < this.nextOffset) continue;
       if (this.nextOffset === undefined) this.hub.useExternalPositions(offset - 1);
       this.nextOffset = offset + 1;
       const r = records[i];
+      if (gather && offset > this.covered) {
+        if (this.digest.size > 0 && this.digest.nextOffset !== offset) this.writeDigest();
+        this.digest.add(offset, buf, r);
+      }
       try {
         this.onRecord(offset, r === undefined ? undefined : decodeRecord(buf, r[0], r[1]));
       } catch (err) {
@@ -305,6 +482,48 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     // Counted once per chunk: a labelled counter's inc per record was 4 % of a replay's CPU.
     if (this.consumedInChunk > 0) this.metrics.consumed.inc(this.consumedInChunk);
     if (this.publishedInChunk > 0) this.metrics.published.inc({ source: 'broker' }, this.publishedInChunk);
+    if (gather && this.digest.size > 0) this.scheduleDigest();
+  }
+
+  /**
+   * Write the gathered records once there are STREAM_DIGEST_EVENTS of them (after up to half a second, so that of
+   * the instances that gathered the same records one writes and the others see its digest and drop theirs), or
+   * DIGEST_MAX_DELAY_MS after the first (plus up to a second).
+   */
+  private scheduleDigest(): void {
+    if (this.digest.bytes >= MAX_DIGEST_BYTES) {
+      this.writeDigest(); // a replay gathers fast: keep each digest within a stream frame
+      return;
+    }
+    const full = this.digest.size >= this.digestEvents;
+    if (this.digestTimer !== undefined && !full) return;
+    if (full && this.digestTimer !== undefined && this.digestTimerFull) return;
+    if (this.digestTimer !== undefined) clearTimeout(this.digestTimer);
+    this.digestTimerFull = full;
+    const delay = full ? Math.random() * 500 : DIGEST_MAX_DELAY_MS + Math.random() * 1000;
+    this.digestTimer = setTimeout(() => this.writeDigest(), delay);
+    this.digestTimer.unref();
+  }
+
+  /** Write what is gathered and not covered by someone else's digest meanwhile, as one message of the replay stream. */
+  private writeDigest(): void {
+    if (this.digestTimer !== undefined) clearTimeout(this.digestTimer);
+    this.digestTimer = undefined;
+    const body = this.digest.take(this.covered);
+    const channel = this.channel;
+    if (body === undefined || channel === undefined || this.stopping) return;
+    const range = digestRange(body);
+    if (range !== undefined) this.covered = Math.max(this.covered, range.last);
+    const done = channel
+      .publish('', this.names.replay, body, { persistent: true })
+      .then(() => this.metrics.digests.inc({ event: 'written' }))
+      .catch((err: unknown) => {
+        // Not lost: the event stream still has these records; a starting instance reads them there (slower).
+        this.metrics.digests.inc({ event: 'write_failed' });
+        this.logger.warn({ err: err instanceof Error ? err.message : String(err), range }, 'digest not written');
+      });
+    this.inflight.add(done);
+    void done.finally(() => this.inflight.delete(done));
   }
 
   /** A chunk that should never come: it starts beyond the next offset (offsets never read), or has an older epoch. */
@@ -439,7 +658,9 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private caughtUp(): void {
     if (this.state.brokerCaughtUp) return;
     this.state.brokerCaughtUp = true;
-    this.logger.info({ position: this.hub.latestPosition, replayMs: Date.now() - this.subscribedAtMs }, 'event stream caught up');
+    const replayMs = Date.now() - (this.readingSinceMs ?? this.subscribedAtMs);
+    this.readingSinceMs = undefined;
+    this.logger.info({ position: this.hub.latestPosition, replayMs, fromDigests: this.replayedFromDigests }, 'event stream caught up');
     this.state.notifyCaughtUp();
   }
 }

@@ -12,6 +12,8 @@ import { brokerNames } from './message-policy';
  *   `x-initial-cluster-size` argument: a declaration argument is fixed forever and checked for equality on every
  *   later declaration, so a number written here would make an instance refuse a stream an operator has since grown
  *   or shrunk with `rabbitmq-streams add_replica`/`delete_replica` (docs/operations.md). Policies cannot set it.
+ * - the replay stream (`<exchange>.replay`, digests of the event stream for fast start-ups) is a stream too, declared
+ *   the same way;
  * - the validator queue (`<exchange>.validate`) and the dead-letter queue (`<exchange>.dead-letter`) are quorum
  *   queues: a classic queue lives on one node and is lost, with the dead letters in it, when that node goes.
  *   Quorum queues support single-active-consumer (one instance validates) and `x-max-length` with `drop-head`.
@@ -22,13 +24,14 @@ import { brokerNames } from './message-policy';
  */
 export async function declareStream(ch: Channel, config: AppConfig): Promise<void> {
   const exchange = config.RABBITMQ_EXCHANGE;
-  const { stream } = brokerNames(exchange);
+  const { stream, replay } = brokerNames(exchange);
+  const args = { 'x-queue-type': 'stream', 'x-max-age': config.STREAM_MAX_AGE, 'x-max-length-bytes': config.STREAM_MAX_BYTES };
   await ch.assertExchange(exchange, 'topic', { durable: true });
-  await ch.assertQueue(stream, {
-    durable: true,
-    arguments: { 'x-queue-type': 'stream', 'x-max-age': config.STREAM_MAX_AGE, 'x-max-length-bytes': config.STREAM_MAX_BYTES },
-  });
+  await ch.assertQueue(stream, { durable: true, arguments: args });
   await ch.bindQueue(stream, exchange, '#');
+  // The digests of the event stream (src/messaging/stream-digest.ts): written by the instances through the default
+  // exchange, bound to nothing. Same retention as the event stream.
+  if (config.STREAM_DIGEST_EVENTS > 0) await ch.assertQueue(replay, { durable: true, arguments: args });
 }
 
 /** The arguments of the validator queue: one active consumer, bounded, oldest dropped first. */

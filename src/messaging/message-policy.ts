@@ -49,6 +49,12 @@ function isDateMs(ms: number): boolean {
 export const DEAD_LETTER_REASON_HEADER = 'x-ansflow-dead-letter-reason';
 
 /** Names derived from the exchange, so several deployments (and test runs) can share one broker. */
-export function brokerNames(exchange: string): { stream: string; validate: string; dlx: string; dlq: string } {
-  return { stream: `${exchange}.stream`, validate: `${exchange}.validate`, dlx: `${exchange}.dlx`, dlq: `${exchange}.dead-letter` };
+export function brokerNames(exchange: string): { stream: string; replay: string; validate: string; dlx: string; dlq: string } {
+  return {
+    stream: `${exchange}.stream`,
+    replay: `${exchange}.replay`,
+    validate: `${exchange}.validate`,
+    dlx: `${exchange}.dlx`,
+    dlq: `${exchange}.dead-letter`,
+  };
 }

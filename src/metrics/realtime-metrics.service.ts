@@ -70,6 +70,11 @@ export class RealtimeMetrics implements HubStats {
   readonly published = new Counter({ name: MetricName.EventsPublished, help: 'Events accepted into the hub, by source', labelNames: ['source'] });
   readonly consumed = new Counter({ name: MetricName.BrokerConsumed, help: 'Messages consumed from the broker' });
   readonly deadLettered = new Counter({ name: MetricName.BrokerDeadLettered, help: 'Broker messages dead-lettered, by reason', labelNames: ['reason'] });
+  readonly digests = new Counter({
+    name: MetricName.StreamDigests,
+    help: 'Digests of the event stream, by event (written, write_failed, read, invalid)',
+    labelNames: ['event'],
+  });
   readonly duplicates = new Counter({ name: MetricName.BrokerDuplicates, help: 'Events dropped because their message_id was seen before' });
   // Across workers (WORKERS > 1) the minimum: 1 only when every worker is connected.
   readonly brokerConnected = new Gauge({
@@ -113,7 +118,11 @@ export class RealtimeMetrics implements HubStats {
     },
   });
   readonly publishRequests = new Counter({ name: MetricName.PublishRequests, help: 'POST /api/v1/publish requests by HTTP status', labelNames: ['status'] });
-  readonly controlCommands = new Counter({ name: MetricName.ControlCommands, help: 'control_command frames by command and outcome', labelNames: ['command', 'outcome'] });
+  readonly controlCommands = new Counter({
+    name: MetricName.ControlCommands,
+    help: 'control_command frames by command and outcome',
+    labelNames: ['command', 'outcome'],
+  });
   readonly legacyConnections = new Gauge({
     name: MetricName.LegacyConnections,
     help: 'Open WebSocket connections by endpoint kind (kept for compatibility with the dashboards of the previous service)',
@@ -159,6 +168,7 @@ export class RealtimeMetrics implements HubStats {
     for (const command of CONTROL_COMMANDS) for (const outcome of CONTROL_OUTCOMES) this.controlCommands.inc({ command, outcome }, 0);
     this.consumed.inc(0);
     this.duplicates.inc(0);
+    for (const event of ['written', 'write_failed', 'read', 'invalid']) this.digests.inc({ event }, 0);
     this.brokerConnected.set(0);
     this.subscribedChannels.set(0);
     this.heldSockets.set(0);

@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { brokerNames } from '../../src/messaging/message-policy';
 import { TEST_SECRET } from './tokens';
 
 export const RABBITMQ_URL = process.env.TEST_RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -22,9 +23,9 @@ export function uniqueExchange(label: string): string {
   return `test.${label}.${randomBytes(4).toString('hex')}`;
 }
 
-/** What the service declares for an exchange (see src/messaging/message-policy.ts). */
-export function brokerObjects(exchange: string): { stream: string; validate: string; dlx: string; dlq: string } {
-  return { stream: `${exchange}.stream`, validate: `${exchange}.validate`, dlx: `${exchange}.dlx`, dlq: `${exchange}.dead-letter` };
+/** What the service declares for an exchange. */
+export function brokerObjects(exchange: string): { stream: string; replay: string; validate: string; dlx: string; dlq: string } {
+  return brokerNames(exchange);
 }
 
 export interface Publisher {
@@ -82,12 +83,12 @@ export async function drainQueue(ch: ConfirmChannel, queue: string): Promise<Get
 
 /** Delete the exchange and everything the service declared for it. Safe to call when some of it does not exist. */
 export async function deleteBrokerObjects(exchange: string, url = RABBITMQ_URL): Promise<void> {
-  const { stream, validate, dlx, dlq } = brokerObjects(exchange);
+  const { stream, replay, validate, dlx, dlq } = brokerObjects(exchange);
   const conn = await amqp.connect(url, { noDelay: true });
   conn.on('error', () => undefined);
   try {
     // One channel per operation: a failed delete closes its channel.
-    for (const q of [stream, validate, dlq]) {
+    for (const q of [stream, replay, validate, dlq]) {
       const ch = await conn.createChannel();
       ch.on('error', () => undefined);
       await ch.deleteQueue(q).catch(() => undefined);

@@ -289,7 +289,7 @@ export async function deleteBrokerObjects(exchange: string): Promise<void> {
   const conn = await amqp.connect(RABBITMQ_URL, { noDelay: true });
   try {
     const ch = await conn.createChannel();
-    for (const q of [`${exchange}.stream`, `${exchange}.validate`, `${exchange}.dead-letter`]) await ch.deleteQueue(q);
+    for (const q of [`${exchange}.stream`, `${exchange}.replay`, `${exchange}.validate`, `${exchange}.dead-letter`]) await ch.deleteQueue(q);
     for (const x of [exchange, `${exchange}.dlx`]) await ch.deleteExchange(x);
     await ch.close();
   } finally {

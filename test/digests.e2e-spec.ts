@@ -1,0 +1,181 @@
+/**
+ * Issue 11, as deployed: publishers that await each confirm (Django's) make RabbitMQ write a chunk per few records,
+ * and reading a stream costs the broker per chunk. The instances copy what they read into digests (the replay stream,
+ * src/messaging/stream-digest.ts) so a starting instance reads few big chunks. These tests restart instances on such
+ * a stream and compare what they know with an instance that read the event stream alone.
+ * Real RabbitMQ (stream protocol on 5552), real `node dist/main` children, real WebSocket clients.
+ */
+import amqp, { type ConfirmChannel } from 'amqplib';
+import { buildServiceOnce, deleteBrokerObjects, eventually, metric, RABBITMQ_URL, spawnService, uniqueExchange, type ChildService } from './support/broker';
+import { TestClient, type Frame } from './support/ws-client';
+
+jest.setTimeout(300_000);
+
+const STREAM_ARGS = { 'x-queue-type': 'stream', 'x-max-age': '24h', 'x-max-length-bytes': 2_000_000_000 };
+
+/** Every 10th event goes to execution.7, the others spread over 50 executions. */
+const channelOf = (i: number): string => (i % 10 === 0 ? 'execution.7' : `execution.${100 + (i % 50)}`);
+
+/** Publish events `from..to-1` from 8 publishers, each awaiting its confirm before its next event (Django's way). */
+async function publishLikeDjango(ch: ConfirmChannel, exchange: string, from: number, to: number): Promise<void> {
+  let next = from;
+  const publisher = async (): Promise<void> => {
+    while (next < to) {
+      const i = next++;
+      await new Promise<void>((resolve, reject) =>
+        ch.publish(
+          exchange,
+          channelOf(i),
+          Buffer.from(JSON.stringify({ type: 'log_entry', seq: i, message: 'x'.repeat(100) })),
+          { persistent: true, messageId: `${exchange}-${i}`, headers: { 'x-published-at-ms': Date.now() } },
+          (err: unknown) => (err === null || err === undefined ? resolve() : reject(new Error('publish not confirmed'))),
+        ),
+      );
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, publisher));
+}
+
+async function metricsOf(url: string): Promise<string> {
+  return (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
+}
+
+async function digests(url: string, event: string): Promise<number> {
+  return metric(await metricsOf(url), 'realtime_stream_digests_total', { event }) ?? -1;
+}
+
+/** The JSON log line with message `msg`, parsed, once the child has written it (its log is written asynchronously). */
+function logLine(child: ChildService, msg: string): Promise<Record<string, unknown>> {
+  return eventually(`log line "${msg}"`, () => {
+    const line = child.output.find((l) => l.includes(`"msg":"${msg}"`));
+    return line === undefined ? undefined : (JSON.parse(line) as Record<string, unknown>);
+  });
+}
+
+describe('digests of the event stream (issue 11, as deployed)', () => {
+  let build: string;
+  let conn: amqp.ChannelModel;
+  let ch: ConfirmChannel;
+  const children: ChildService[] = [];
+  const clients: TestClient[] = [];
+  const exchanges: string[] = [];
+
+  beforeAll(async () => {
+    build = await buildServiceOnce();
+    conn = await amqp.connect(RABBITMQ_URL, { noDelay: true });
+    ch = await conn.createConfirmChannel();
+  });
+
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.ws.terminate();
+    await Promise.all(children.splice(0).map((c) => c.kill()));
+  });
+
+  afterAll(async () => {
+    await conn.close().catch(() => undefined);
+    for (const x of exchanges) await deleteBrokerObjects(x);
+  });
+
+  async function spawn(exchange: string, env: Record<string, string> = {}): Promise<ChildService> {
+    const child = await spawnService(build, { RABBITMQ_URL, RABBITMQ_EXCHANGE: exchange, AUTH_REQUIRED: 'false', ...env }, 'ready');
+    children.push(child);
+    return child;
+  }
+
+  /** The events of execution.7 after `since`, as a resume on `svc` returns them (recovery frame, then the events). */
+  async function resume(svc: ChildService, since: number, expected: number): Promise<{ recovery: Frame; events: Frame[] }> {
+    const c = await TestClient.connect(svc.ws(`/ws/execution/7?since=${since}`));
+    clients.push(c);
+    const recovery = await c.next('recovery', 30_000);
+    const events = expected === 0 ? [] : await c.collect((f) => f.type === 'log_entry', expected, 30_000);
+    return { recovery, events };
+  }
+
+  it('a restarted instance reads the digests, then the rest from the event stream, and knows exactly what one reading the event stream alone knows', async () => {
+    const exchange = uniqueExchange('digests');
+    exchanges.push(exchange);
+    const a = await spawn(exchange);
+    const truth = await TestClient.connect(a.ws('/ws/execution/7'));
+    clients.push(truth);
+    await truth.next('connection');
+    const N = 6000;
+    await publishLikeDjango(ch, exchange, 0, N);
+    const onA = await truth.collect((f) => f.type === 'log_entry', N / 10, 60_000);
+    // A writes its digests as it reads (every 2,000 events, or 5 s after the first): wait for some, then kill it so
+    // that what it gathered since its last digest is lost with it and must come from the event stream.
+    await eventually('digests written by A', async () => ((await digests(a.url, 'written')) >= 2 ? true : undefined), 30_000);
+    a.proc.kill('SIGKILL');
+    await a.exit;
+    // Published while no instance runs: in no digest yet.
+    const M = 600;
+    await publishLikeDjango(ch, exchange, N, N + M);
+
+    const b = await spawn(exchange);
+    const read = await logLine(b, 'digests read; reading the event stream');
+    const caught = await logLine(b, 'event stream caught up');
+    expect(read?.events).toBeGreaterThanOrEqual(4000);
+    expect(caught?.fromDigests).toBe(read?.events);
+    expect(await digests(b.url, 'read')).toBeGreaterThanOrEqual(2);
+    // What B read from the event stream itself (A's last records, the 600, the markers) it writes as digests.
+    await eventually('digests written by B', async () => ((await digests(b.url, 'written')) >= 1 ? true : undefined), 30_000);
+
+    // The reference: an instance that does not use digests reads everything from the event stream.
+    const c = await spawn(exchange, { STREAM_DIGEST_EVENTS: '0' });
+    const since = onA[4].position as number;
+    const expected = N / 10 - 5 + M / 10;
+    const fromB = await resume(b, since, expected);
+    const fromC = await resume(c, since, expected);
+    expect(fromB.recovery).toMatchObject({ recovered: true, missed: expected });
+    expect(fromC.recovery).toMatchObject({ recovered: true, missed: expected });
+    // Every event of execution.7 but the five up to `since` (8 publishers: stream order is not seq order), once.
+    const skipped = new Set(onA.slice(0, 5).map((f) => f.seq as number));
+    const want = Array.from({ length: (N + M) / 10 }, (_, k) => k * 10).filter((s) => !skipped.has(s));
+    expect(fromB.events.map((f) => f.seq as number).sort((x, y) => x - y)).toEqual(want);
+    expect(fromB.events.map((f) => f.position)).toEqual(fromC.events.map((f) => f.position));
+    // The positions A gave its socket are the ones B and C resume with.
+    expect(fromB.events.slice(0, N / 10 - 5).map((f) => f.position)).toEqual(onA.slice(5).map((f) => f.position));
+    const healthB = (await (await fetch(`${b.url}/health`)).json()) as { websocket: { latest_position: number }; history: { events: number } };
+    const healthC = (await (await fetch(`${c.url}/health`)).json()) as { websocket: { latest_position: number }; history: { events: number } };
+    expect(healthB.history.events).toBe(N + M);
+    expect(healthC.history.events).toBe(N + M);
+  });
+
+  it('a message in the replay stream that is no digest, and a digest beyond the event stream, are counted and skipped: the event stream is read instead', async () => {
+    const exchange = uniqueExchange('digests-bad');
+    exchanges.push(exchange);
+    await ch.assertExchange(exchange, 'topic', { durable: true });
+    await ch.assertQueue(`${exchange}.stream`, { durable: true, arguments: STREAM_ARGS });
+    await ch.bindQueue(`${exchange}.stream`, exchange, '#');
+    await ch.assertQueue(`${exchange}.replay`, { durable: true, arguments: STREAM_ARGS });
+    // Offset 0: an event of another channel, so a resume from 0 returns every event of execution.7.
+    ch.publish(exchange, 'execution.999', Buffer.from('{"type":"log_entry"}'), { persistent: true, messageId: `${exchange}-first` });
+    await ch.waitForConfirms();
+    const N = 3000;
+    await publishLikeDjango(ch, exchange, 0, N);
+    // Not a digest; then a well-formed digest of one record at offset 1,000,000,000 (a stream that was deleted and
+    // declared again leaves such digests behind).
+    ch.publish('', `${exchange}.replay`, Buffer.from('{"type":"log_entry"}'), { persistent: true });
+    const far = Buffer.alloc(16 + 4 + 2);
+    far.write('ADG1', 0, 'latin1');
+    far.writeBigUInt64BE(1_000_000_000n, 4);
+    far.writeUInt32BE(1, 12);
+    far.writeUInt32BE(2, 16);
+    far.write('{}', 20);
+    ch.publish('', `${exchange}.replay`, far, { persistent: true });
+    await ch.waitForConfirms();
+
+    const svc = await spawn(exchange);
+    expect(await digests(svc.url, 'invalid')).toBe(1);
+    expect(await digests(svc.url, 'read')).toBe(0);
+    expect(await logLine(svc, 'gap in the digests; reading the event stream from here')).toMatchObject({ digestFrom: 1_000_000_000 });
+    expect(await logLine(svc, 'event stream caught up')).toMatchObject({ fromDigests: 0 });
+    const health = (await (await fetch(`${svc.url}/health`)).json()) as { history: { events: number }; websocket: { latest_position: number } };
+    expect(health.history.events).toBe(N + 1);
+    expect(health.websocket.latest_position).toBeLessThan(N + 10);
+    const all = await resume(svc, 0, N / 10);
+    expect(all.recovery).toMatchObject({ recovered: true, missed: N / 10 });
+    expect(all.events.map((f) => f.seq as number).sort((x, y) => x - y)).toEqual(Array.from({ length: N / 10 }, (_, k) => k * 10));
+    // The digest far ahead does not count as coverage: this instance digests what it read.
+    await eventually('digests written', async () => ((await digests(svc.url, 'written')) >= 1 ? true : undefined), 30_000);
+  });
+});
