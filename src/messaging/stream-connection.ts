@@ -26,7 +26,11 @@ export interface Chunk {
   firstOffset: number;
   /** Records in the chunk (a sub-entry batch counts each of its records). */
   numRecords: number;
-  /** Each record's bytes, as [start, end) into `buf`, in offset order; undefined entries could not be read. */
+  /**
+   * Each record's bytes, as [start, end) into `buf`, in offset order; undefined entries could not be read. `buf` is
+   * valid only while `onChunk` runs: a chunk that came in several reads is joined into a buffer used again for the
+   * next one. Copy what must be kept.
+   */
   buf: Buffer;
   records: Array<[number, number] | undefined>;
   /** The leader epoch that wrote the chunk (it only grows along a stream's log). */
@@ -60,6 +64,8 @@ export class StreamConnection {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private pendingNeed = 0;
+  /** Where frames that came in several reads are joined, used again for the next (see `Chunk.buf`). */
+  private assembly = Buffer.alloc(0);
   private nextCorrelation = 1;
   private readonly waiting = new Map<number, { resolve: (r: Buffer) => void; reject: (e: Error) => void }>();
   private heartbeatTimer: NodeJS.Timeout | undefined;
@@ -185,7 +191,7 @@ export class StreamConnection {
       this.pendingBytes += data.length;
       if (this.pendingBytes < this.pendingNeed) return;
       const need = this.pendingNeed;
-      const joined = Buffer.concat(this.pending, need === 4 ? this.pendingBytes : need);
+      const joined = need === 4 ? Buffer.concat(this.pending, this.pendingBytes) : this.join(need);
       const rest = this.pendingBytes - need;
       this.pending = [];
       this.pendingBytes = 0;
@@ -211,6 +217,20 @@ export class StreamConnection {
       this.pendingBytes = rest.length;
       this.pendingNeed = rest.length >= 4 ? 4 + rest.readUInt32BE(0) : 4;
     }
+  }
+
+  /**
+   * The first `n` bytes of the pending pieces, in `assembly`. A fresh buffer per frame cost more than the copy: a
+   * replay of digests (1 MiB frames) spent 6 % of its CPU in it, page-faulting new memory.
+   */
+  private join(n: number): Buffer {
+    if (this.assembly.length < n) this.assembly = Buffer.allocUnsafe(Math.max(n, 2 * this.assembly.length));
+    let p = 0;
+    for (const piece of this.pending) {
+      if (p >= n) break;
+      p += piece.copy(this.assembly, p, 0, Math.min(piece.length, n - p));
+    }
+    return this.assembly.subarray(0, n);
   }
 
   /** Handle the frame at `buf[start, end)` (size included); false when it was bad and the connection is closed. */
