@@ -40,8 +40,8 @@ async function metricsOf(url: string): Promise<string> {
   return (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(5000) })).text();
 }
 
-async function digests(url: string, event: string): Promise<number> {
-  return metric(await metricsOf(url), 'realtime_stream_digests_total', { event }) ?? -1;
+async function digests(url: string, outcome: string): Promise<number> {
+  return metric(await metricsOf(url), 'realtime_stream_digests_total', { outcome }) ?? -1;
 }
 
 /** The JSON log line with message `msg`, parsed, once the child has written it (its log is written asynchronously). */

@@ -355,7 +355,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       const range = digestRange(rec.body);
       const digest = range !== undefined && this.digestReplaying ? decodeDigest(rec.body) : undefined;
       if (range === undefined || (this.digestReplaying && digest === undefined)) {
-        this.metrics.digests.inc({ event: 'invalid' });
+        this.metrics.digests.inc({ outcome: 'invalid' });
         this.logger.warn({ bytes: rec.body.length }, 'not a digest in the replay stream; skipped');
         continue;
       }
@@ -371,7 +371,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
         this.finishDigestReplay();
         continue;
       }
-      this.metrics.digests.inc({ event: 'read' });
+      this.metrics.digests.inc({ outcome: 'read' });
       this.covered = Math.max(this.covered, range.last);
       const before = this.nextOffset ?? digest.firstOffset;
       this.processRecords(digest.buf, digest.firstOffset, digest.records, false);
@@ -516,10 +516,10 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     if (range !== undefined) this.covered = Math.max(this.covered, range.last);
     const done = channel
       .publish('', this.names.replay, body, { persistent: true })
-      .then(() => this.metrics.digests.inc({ event: 'written' }))
+      .then(() => this.metrics.digests.inc({ outcome: 'written' }))
       .catch((err: unknown) => {
         // Not lost: the event stream still has these records; a starting instance reads them there (slower).
-        this.metrics.digests.inc({ event: 'write_failed' });
+        this.metrics.digests.inc({ outcome: 'write_failed' });
         this.logger.warn({ err: err instanceof Error ? err.message : String(err), range }, 'digest not written');
       });
     this.inflight.add(done);

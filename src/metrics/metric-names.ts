@@ -23,7 +23,7 @@ export const MetricName = {
   BrokerConsumed: 'realtime_broker_messages_consumed_total',
   BrokerDeadLettered: 'realtime_broker_messages_dead_lettered_total',
   BrokerDuplicates: 'realtime_broker_duplicates_total',
-  /** Digests of the event stream (the replay stream) by event: written, write_failed, read, invalid. */
+  /** Digests of the event stream (the replay stream) by outcome: written, write_failed, read, invalid. */
   StreamDigests: 'realtime_stream_digests_total',
   BrokerConnected: 'realtime_broker_connected',
   /** 1 for the node (`host:port` of RABBITMQ_URL) a connection uses, 0 for the others; label `connection`. */

@@ -72,8 +72,8 @@ export class RealtimeMetrics implements HubStats {
   readonly deadLettered = new Counter({ name: MetricName.BrokerDeadLettered, help: 'Broker messages dead-lettered, by reason', labelNames: ['reason'] });
   readonly digests = new Counter({
     name: MetricName.StreamDigests,
-    help: 'Digests of the event stream, by event (written, write_failed, read, invalid)',
-    labelNames: ['event'],
+    help: 'Digests of the event stream, by outcome (written, write_failed, read, invalid)',
+    labelNames: ['outcome'],
   });
   readonly duplicates = new Counter({ name: MetricName.BrokerDuplicates, help: 'Events dropped because their message_id was seen before' });
   // Across workers (WORKERS > 1) the minimum: 1 only when every worker is connected.
@@ -168,7 +168,7 @@ export class RealtimeMetrics implements HubStats {
     for (const command of CONTROL_COMMANDS) for (const outcome of CONTROL_OUTCOMES) this.controlCommands.inc({ command, outcome }, 0);
     this.consumed.inc(0);
     this.duplicates.inc(0);
-    for (const event of ['written', 'write_failed', 'read', 'invalid']) this.digests.inc({ event }, 0);
+    for (const outcome of ['written', 'write_failed', 'read', 'invalid']) this.digests.inc({ outcome }, 0);
     this.brokerConnected.set(0);
     this.subscribedChannels.set(0);
     this.heldSockets.set(0);
