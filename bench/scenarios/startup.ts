@@ -68,8 +68,15 @@ export async function startup(ctx: Context, kind: HubKind): Promise<Figures> {
         const bare = await bareRead(ctx.hubOptions.repoRoot, opts.rabbitUrl, stream, n);
         f[key('bare_read_per_s', n)] = bare.perSecond;
         f[key('records_per_chunk', n)] = bare.recordsPerChunk;
-        const run = await startOnce(ctx, exchange, n);
-        for (const [name, v] of Object.entries(run)) f[key(name, n)] = v;
+        // The event stream alone (digests off), as before digests existed.
+        const alone = await startOnce(ctx, exchange, n, { STREAM_DIGEST_EVENTS: '0' });
+        for (const [name, v] of Object.entries(alone)) f[key(name, n)] = v;
+        // Digests on: this start reads what digests there are and writes the rest; it stops with SIGTERM, as a deploy
+        // stops an instance. The restart after it is what a deployed instance sees.
+        const first = await startOnce(ctx, exchange, n, {});
+        f[key('first_ready_s', n)] = first.ready_s;
+        const restart = await startOnce(ctx, exchange, n, {});
+        for (const [name, v] of Object.entries(restart)) f[key(`digest_${name}`, n)] = v;
       }
     } finally {
       await ch.close().catch(() => undefined);
@@ -112,7 +119,7 @@ function publishOne(ch: ConfirmChannel, exchange: string, i: number): Promise<vo
 }
 
 /** Start the service on the filled stream; time to ready, replay rate (from its log), RSS and CPU once ready. */
-async function startOnce(ctx: Context, exchange: string, n: number): Promise<Figures> {
+async function startOnce(ctx: Context, exchange: string, n: number, env: Record<string, string>): Promise<Figures> {
   const port = await freePort();
   const t0 = Date.now();
   const proc = spawn(process.execPath, [join(ctx.hubOptions.repoRoot, 'dist', 'main.js')], {
@@ -126,6 +133,7 @@ async function startOnce(ctx: Context, exchange: string, n: number): Promise<Fig
       DJANGO_SECRET_KEY: ctx.opts.secret,
       LOG_LEVEL: 'info',
       HISTORY_TTL_SECONDS: '86400',
+      ...env,
       ...ctx.opts.serviceEnv,
     },
     stdio: ['ignore', 'pipe', 'ignore'],
@@ -158,6 +166,10 @@ async function startOnce(ctx: Context, exchange: string, n: number): Promise<Fig
       cpu_s: cpuSeconds(pid),
     };
   } finally {
+    // SIGTERM: the service writes the digest it was gathering before it exits.
+    const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGTERM');
+    await Promise.race([exited, sleep(15_000)]);
     proc.kill('SIGKILL');
   }
 }
