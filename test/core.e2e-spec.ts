@@ -315,6 +315,36 @@ describe('core service (embedded mode, no broker)', () => {
 
 });
 
+describe('the first frames of a socket', () => {
+  let svc: Svc;
+  const token = mintToken({ userId: 8 });
+  beforeAll(async () => {
+    // The smallest send bound: the frames written in the upgrade's turn (connection, recovery, replayed events)
+    // wait together in the corked socket, several times this many bytes.
+    svc = await startService({ WS_SEND_BUFFER_BYTES: '1024' });
+  });
+  afterAll(async () => {
+    await svc.shutdown();
+  });
+
+  it('delivers a resume larger than WS_SEND_BUFFER_BYTES to a client that reads, without closing it 4008', async () => {
+    const live = await TestClient.connect(svc.ws(`/ws/execution/91?token=${token}`));
+    await live.next('connection');
+    await svc.publish({ channel: 'execution.91', event: { type: 'marker' } });
+    const marker = await live.next('marker');
+    const events = Array.from({ length: 20 }, (_, i) => ({ channel: 'execution.91', event: { type: 'log_entry', line: i, text: 'x'.repeat(200) } }));
+    await svc.publish(events);
+    await live.collect((f) => f.type === 'log_entry', 20);
+    const resumed = await TestClient.connect(svc.ws(`/ws/execution/91?token=${token}&since=${String(marker.position)}`));
+    expect(await resumed.next('recovery')).toMatchObject({ recovered: true, missed: 20 });
+    const replayed = await resumed.collect((f) => f.type === 'log_entry', 20);
+    expect(replayed.map((f) => f.line)).toEqual(events.map((e) => e.event.line));
+    expect(resumed.closed).toBeUndefined();
+    live.close();
+    resumed.close();
+  });
+});
+
 describe('AUTH_REQUIRED=false', () => {
   let svc: Svc;
   beforeAll(async () => {

@@ -2,14 +2,16 @@ import { describeCounts, type Context, type Figures } from '../lib/context';
 import { historyBytes, type HubKind } from '../lib/hubs';
 import { cpuSeconds, listenOverflows, rssKb, sleep } from '../lib/proc';
 import { distribution } from '../lib/stats';
+import { probeFigures } from './latency';
 
 /**
  * Capacity: resident memory idle and with N authenticated connections held (for each N of
- * `--connections`, reached incrementally), KB per connection, and connect latency at `--connect-rate`.
+ * `--connections`, reached incrementally), KB per connection, and connect latency at `--connect-rate`, with the
+ * hub's event-loop delay and GC pauses during the connects (`ramp_*`: where connect time goes before the 101).
  */
 export async function capacity(ctx: Context, kind: HubKind): Promise<Figures> {
   const { opts } = ctx;
-  const { hubs } = await ctx.startHubs(kind, 1, 'capacity');
+  const { hubs } = await ctx.startHubs(kind, 1, 'capacity', true);
   const [hub] = hubs;
   const f: Figures = { connect_rate_per_s: opts.connectRate };
   try {
@@ -29,10 +31,13 @@ export async function capacity(ctx: Context, kind: HubKind): Promise<Figures> {
     let done = 0;
     let connectSeconds = 0;
     const cpuAtIdle = cpuSeconds(hub.pid);
+    await hub.probeMark();
     for (const level of [...opts.connections].sort((a, b) => a - b)) {
       const cpu0 = cpuSeconds(hub.pid);
       // No retries: a refused connect is a capacity figure.
       const r = await ctx.connect(all.slice(done, level), opts.connectRate, 0);
+      const ramp = await hub.probeRead();
+      for (const [k, v] of Object.entries(probeFigures([ramp]))) f[`ramp_${k}_at_${level}`] = v;
       f[`connect_cpu_ms_per_conn_at_${level}`] = ((cpuSeconds(hub.pid) - cpu0) * 1000) / (level - done);
       f[`connect_achieved_rate_at_${level}`] = (level - done) / r.seconds;
       done = level;
@@ -42,6 +47,7 @@ export async function capacity(ctx: Context, kind: HubKind): Promise<Figures> {
       openToFrameMs.push(...r.openToFrameMs);
       for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
       await sleep(opts.settleSeconds * 1000);
+      await hub.probeMark();
       const rss = rssKb(hub.pid);
       f[`held_at_${level}`] = held;
       f[`rss_mb_at_${level}`] = rss / 1024;

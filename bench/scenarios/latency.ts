@@ -56,8 +56,8 @@ export async function latency(ctx: Context, kind: HubKind, instances = 1): Promi
   return f;
 }
 
-/** The hub's own view of the publishing period: event-loop delay and GC pauses (the worst instance's). */
-function probeFigures(probes: ProbeReport[]): Figures {
+/** The hub's own view of a period (publishing, a connect ramp): event-loop delay and GC pauses (the worst instance's). */
+export function probeFigures(probes: ProbeReport[]): Figures {
   const worst = (pick: (p: ProbeReport) => number): number => Math.max(...probes.map(pick));
   return {
     loop_delay_p50_ms: worst((p) => p.loop_delay_ms.p50),

@@ -87,12 +87,24 @@ export class ClientConnection implements Subscriber {
   write(frame: Buffer): boolean {
     const ws = this.ws;
     if (ws.readyState !== WebSocket.OPEN || this.state === 'closed') return false;
-    if (ws.bufferedAmount + frame.length > this.sendBufferBytes) {
+    if (ws.bufferedAmount + frame.length > this.sendBufferBytes && !this.flushCorked(frame.length)) {
       this.onTooSlow(this);
       return false;
     }
     this.ctx.socket.write(textFrame(frame));
     return true;
+  }
+
+  /**
+   * Frames written in the upgrade's turn wait in the corked socket (upgrade-router.adapter.ts) and count in
+   * `bufferedAmount` without the client being slow at all: a large resume could pass the bound there. Hand them to
+   * the kernel first; whether the frame then fits is the usual test.
+   */
+  private flushCorked(bytes: number): boolean {
+    const socket = this.ctx.socket;
+    if (socket.writableCorked === 0) return false;
+    while (socket.writableCorked > 0) socket.uncork();
+    return this.ws.bufferedAmount + bytes <= this.sendBufferBytes;
   }
 
   /** Send a frame built for this socket alone (replies, greetings). */
