@@ -156,6 +156,7 @@ function startupRows(sizes: number[]): Row[] {
         { scenario: 'startup', key: `rss_mb_${n}`, label: `${k}, event stream alone: RSS once ready (MB)`, target: atMost(512, 'MB') },
         { scenario: 'startup', key: `history_mb_${n}`, label: `${k}: history held (MB, /health)` },
         { scenario: 'startup', key: `first_ready_s_${n}`, label: `${k}, digests on: first start, writing them → ready (s)` },
+        { scenario: 'startup', key: `first_digest_warning_${n}`, label: `${k}, digests on: first start, digest trouble` },
         { scenario: 'startup', key: `digest_ready_s_${n}`, label: `${k}, digests on: restart → ready (s)` },
         {
           scenario: 'startup',
@@ -163,6 +164,8 @@ function startupRows(sizes: number[]): Row[] {
           label: `${k}, digests on: restart replay (events/s)`,
           target: (v) => ({ target: '≥ 100000', pass: Number.isFinite(v) ? v >= 100_000 : null }),
         },
+        { scenario: 'startup', key: `digest_from_digests_${n}`, label: `${k}, digests on: restart, events read from digests` },
+        { scenario: 'startup', key: `digest_digest_warning_${n}`, label: `${k}, digests on: restart, why the digests ended early` },
         { scenario: 'startup', key: `digest_cpu_s_${n}`, label: `${k}, digests on: restart, service CPU s until ready` },
         { scenario: 'startup', key: `digest_rss_mb_${n}`, label: `${k}, digests on: restart, RSS once ready (MB)`, target: atMost(512, 'MB') },
       ];

@@ -75,6 +75,7 @@ export async function startup(ctx: Context, kind: HubKind): Promise<Figures> {
         // stops an instance. The restart after it is what a deployed instance sees.
         const first = await startOnce(ctx, exchange, n, {});
         f[key('first_ready_s', n)] = first.ready_s;
+        if (first.digest_warning !== undefined) f[key('first_digest_warning', n)] = first.digest_warning;
         const restart = await startOnce(ctx, exchange, n, {});
         for (const [name, v] of Object.entries(restart)) f[key(`digest_${name}`, n)] = v;
       }
@@ -139,11 +140,21 @@ async function startOnce(ctx: Context, exchange: string, n: number, env: Record<
     stdio: ['ignore', 'pipe', 'ignore'],
   });
   let replayMs: number | undefined;
+  let fromDigests: number | undefined;
+  let digestWarning: string | undefined;
   let out = '';
   proc.stdout?.on('data', (b: Buffer) => {
     out += b.toString('utf8');
     const m = /"replayMs":(\d+)/.exec(out);
     if (m !== null) replayMs = Number(m[1]);
+    const d = /"fromDigests":(\d+)/.exec(out);
+    if (d !== null) fromDigests = Number(d[1]);
+    // Why a digest read ended early (a gap, a stall, a failure), for whoever reads the figures.
+    const w =
+      /"msg":"(gap in the digests[^"]*|no digest chunk[^"]*|replay stream reader[^"]*|not a digest[^"]*|digest not written[^"]*|digest dropped[^"]*)"/.exec(
+        out,
+      );
+    if (w !== null) digestWarning ??= w[1];
     if (out.length > 1_000_000) out = out.slice(-10_000);
   });
   try {
@@ -162,6 +173,8 @@ async function startOnce(ctx: Context, exchange: string, n: number, env: Record<
       ready_s: readyMs / 1000,
       replay_s: (replayMs ?? NaN) / 1000,
       replay_per_s: replayMs === undefined ? 'no replayMs in the log' : Math.round(n / (replayMs / 1000)),
+      from_digests: fromDigests ?? 0,
+      ...(digestWarning === undefined ? {} : { digest_warning: digestWarning }),
       rss_mb: Math.round(rssKb(pid) / 1024),
       cpu_s: cpuSeconds(pid),
     };

@@ -28,6 +28,8 @@ const DIGEST_CREDIT = 8;
 const DIGEST_MAX_DELAY_MS = 5000;
 /** Reading the digests at start gives up (the event stream is read instead) after this long without a chunk. */
 const DIGEST_STALL_MS = 10_000;
+/** Digests waiting for the one before them to be confirmed, at most (~1 MiB each). */
+const MAX_QUEUED_DIGESTS = 16;
 
 /**
  * Reads every event from the RabbitMQ stream bound to the exchange (every instance reads all of it, nobody
@@ -92,6 +94,9 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private readonly digest = new DigestBuilder();
   private digestTimer: NodeJS.Timeout | undefined;
   private digestTimerFull = false;
+  /** Digests taken and not yet confirmed, oldest first (see pumpDigests). */
+  private readonly digestQueue: Buffer[] = [];
+  private digestWriting = false;
   /** The highest offset some digest in the replay stream covers (ours included, once written). */
   private covered = -1;
   private digestConn: StreamConnection | undefined;
@@ -176,7 +181,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       // The channel is already gone (broker down): nothing more will be delivered.
     }
     this.flushValidAcks();
-    await Promise.allSettled([...this.inflight]);
+    // Dead letters, and the digests, which follow one another (each confirmed write starts the next).
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
     await this.channel?.close().catch(() => undefined);
     await this.validatorChannel?.close().catch(() => undefined);
   }
@@ -514,16 +520,42 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     if (body === undefined || channel === undefined || this.stopping) return;
     const range = digestRange(body);
     if (range !== undefined) this.covered = Math.max(this.covered, range.last);
-    const done = channel
-      .publish('', this.names.replay, body, { persistent: true })
-      .then(() => this.metrics.digests.inc({ outcome: 'written' }))
-      .catch((err: unknown) => {
-        // Not lost: the event stream still has these records; a starting instance reads them there (slower).
+    if (this.digestQueue.length >= MAX_QUEUED_DIGESTS) {
+      // Writes have been failing for a while: this range will be read from the event stream (slower), not lost.
+      this.metrics.digests.inc({ outcome: 'write_failed' });
+      this.logger.error({ range, queued: this.digestQueue.length }, 'digest dropped: earlier digests are still not written');
+      return;
+    }
+    this.digestQueue.push(body);
+    this.pumpDigests();
+  }
+
+  /**
+   * Digests go out one at a time, in order, each confirmed before the next, and a failed one is written again before
+   * any later one: a reader stops at the first gap, so a later digest written past a failed one would be wasted.
+   */
+  private pumpDigests(): void {
+    const body = this.digestQueue[0];
+    const channel = this.channel;
+    if (this.digestWriting || body === undefined || channel === undefined) return;
+    this.digestWriting = true;
+    const done = channel.publish('', this.names.replay, body, { persistent: true }).then(
+      () => {
+        this.digestQueue.shift();
+        this.metrics.digests.inc({ outcome: 'written' });
+      },
+      (err: unknown) => {
         this.metrics.digests.inc({ outcome: 'write_failed' });
-        this.logger.warn({ err: err instanceof Error ? err.message : String(err), range }, 'digest not written');
-      });
+        this.logger.warn({ err: err instanceof Error ? err.message : String(err), range: digestRange(body) }, 'digest not written; writing it again');
+        return this.stopping ? undefined : sleep(RECONNECT_DELAY_MS);
+      },
+    );
     this.inflight.add(done);
-    void done.finally(() => this.inflight.delete(done));
+    void done.finally(() => {
+      this.inflight.delete(done);
+      this.digestWriting = false;
+      if (!this.stopping || this.digestQueue[0] !== body) this.pumpDigests();
+    });
   }
 
   /** A chunk that should never come: it starts beyond the next offset (offsets never read), or has an older epoch. */
