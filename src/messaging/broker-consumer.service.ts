@@ -30,6 +30,8 @@ const DIGEST_MAX_DELAY_MS = 5000;
 const DIGEST_STALL_MS = 10_000;
 /** Digests waiting for the one before them to be confirmed, at most (~1 MiB each). */
 const MAX_QUEUED_DIGESTS = 16;
+/** Offsets without a record that a digest bridges with empty entries (see gatherRecord). */
+const MAX_SKIPPED_OFFSETS = 64;
 
 /**
  * Reads every event from the RabbitMQ stream bound to the exchange (every instance reads all of it, nobody
@@ -380,7 +382,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       this.metrics.digests.inc({ outcome: 'read' });
       this.covered = Math.max(this.covered, range.last);
       const before = this.nextOffset ?? digest.firstOffset;
-      this.processRecords(digest.buf, digest.firstOffset, digest.records, false);
+      this.processRecords(digest.buf, digest.firstOffset, digest.records, false, true);
       this.replayedFromDigests += Math.max(0, (this.nextOffset ?? before) - before);
     }
   }
@@ -463,9 +465,10 @@ export class BrokerConsumer implements OnApplicationBootstrap {
 
   /**
    * The records of a chunk of the event stream, or of a digest: each in offset order, what was processed skipped.
-   * With `gather`, records not yet covered by a digest are gathered into the next one.
+   * With `gather`, records not yet covered by a digest are gathered into the next one. `fromDigest`: an empty entry of
+   * a digest is an offset without an event (see gatherRecord), skipped without a word.
    */
-  private processRecords(buf: Buffer, firstOffset: number, records: Array<[number, number] | undefined>, gather: boolean): void {
+  private processRecords(buf: Buffer, firstOffset: number, records: Array<[number, number] | undefined>, gather: boolean, fromDigest = false): void {
     this.consumedInChunk = 0;
     this.publishedInChunk = 0;
     for (let i = 0; i < records.length; i++) {
@@ -475,9 +478,10 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       if (this.nextOffset === undefined) this.hub.useExternalPositions(offset - 1);
       this.nextOffset = offset + 1;
       const r = records[i];
-      if (gather && offset > this.covered) {
-        if (this.digest.size > 0 && this.digest.nextOffset !== offset) this.writeDigest();
-        this.digest.add(offset, buf, r);
+      if (gather && offset > this.covered) this.gatherRecord(offset, buf, r);
+      if (fromDigest && r === undefined) {
+        this.hub.skipPosition(offset);
+        continue;
       }
       try {
         this.onRecord(offset, r === undefined ? undefined : decodeRecord(buf, r[0], r[1]));
@@ -489,6 +493,22 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     if (this.consumedInChunk > 0) this.metrics.consumed.inc(this.consumedInChunk);
     if (this.publishedInChunk > 0) this.metrics.published.inc({ source: 'broker' }, this.publishedInChunk);
     if (gather && this.digest.size > 0) this.scheduleDigest();
+  }
+
+  /**
+   * Add a record to the next digest, which must stay contiguous. RabbitMQ gives some offsets no record a reader ever
+   * receives (a tracking chunk opens each new segment file: every ~500 MB, one offset is skipped): those become
+   * empty entries, so the digests have no gap there. A longer jump (retention, a resubscription elsewhere) ends the
+   * digest instead.
+   */
+  private gatherRecord(offset: number, buf: Buffer, r: [number, number] | undefined): void {
+    const expected = this.digest.size > 0 ? this.digest.nextOffset : this.covered + 1;
+    if (offset !== expected) {
+      if ((this.digest.size > 0 || this.covered >= 0) && offset > expected && offset - expected <= MAX_SKIPPED_OFFSETS) {
+        for (let o = expected; o < offset; o++) this.digest.add(o, buf, undefined);
+      } else if (this.digest.size > 0) this.writeDigest();
+    }
+    this.digest.add(offset, buf, r);
   }
 
   /**

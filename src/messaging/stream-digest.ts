@@ -6,7 +6,8 @@
  * instance reads those big messages first and only the newest records from the event stream itself.
  *
  * A digest's body: magic `ADG1`, the offset of its first record (u64), the record count (u32), then each record as
- * a u32 length and the record's bytes as the event stream stored them (length 0: a record that could not be read).
+ * a u32 length and the record's bytes as the event stream stored them (length 0: no event at that offset, a record that
+ * could not be read or an offset RabbitMQ gives no record, such as the tracking chunk at the start of a segment file).
  * Record i has offset `first + i`: a digest covers a contiguous range of the event stream.
  */
 
@@ -18,7 +19,7 @@ export const MAX_DIGEST_BYTES = 1 << 20;
 export interface Digest {
   firstOffset: number;
   buf: Buffer;
-  /** Each record as [start, end) into `buf`; undefined for a record that could not be read when digested. */
+  /** Each record as [start, end) into `buf`; undefined for an offset without an event (see above). */
   records: Array<[number, number] | undefined>;
 }
 
