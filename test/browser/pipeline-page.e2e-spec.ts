@@ -203,7 +203,7 @@ async function deleteBrokerTopology(exchange: string): Promise<void> {
   const connection = await amqpConnect(RABBITMQ_URL, { noDelay: true });
   try {
     const channel = await connection.createChannel();
-    for (const queue of ['stream', 'validate', 'dead-letter']) await channel.deleteQueue(`${exchange}.${queue}`);
+    for (const queue of ['stream', 'replay', 'validate', 'dead-letter']) await channel.deleteQueue(`${exchange}.${queue}`);
     for (const name of [exchange, `${exchange}.dlx`]) await channel.deleteExchange(name);
   } finally {
     await connection.close();
