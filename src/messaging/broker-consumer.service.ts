@@ -220,6 +220,14 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     return id;
   }
 
+  /** A sync marker read back from either stream: run what waited for it, if it is one of ours. */
+  private markerRead(id: string): void {
+    const done = this.markers.get(id);
+    if (done === undefined) return;
+    this.markers.delete(id);
+    done();
+  }
+
   private sendMarker(id: string, queue: string): void {
     const channel = this.channel;
     if (channel === undefined || this.stopping) return;
@@ -353,11 +361,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       const rec = r === undefined ? undefined : decodeRecord(buf, r[0], r[1]);
       if (rec === undefined) continue;
       if (rec.syncId !== undefined) {
-        const done = this.markers.get(rec.syncId);
-        if (done !== undefined) {
-          this.markers.delete(rec.syncId);
-          done();
-        }
+        this.markerRead(rec.syncId);
         continue;
       }
       const range = digestRange(rec.body);
@@ -613,14 +617,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       // record. The header decides, not the routing key alone: a publisher's message with an empty routing key is
       // no marker, it is counted and dead-lettered like any invalid message.
       this.hub.skipPosition(offset);
-      const id = rec.syncId;
-      if (id !== undefined) {
-        const done = this.markers.get(id);
-        if (done !== undefined) {
-          this.markers.delete(id);
-          done();
-        }
-      }
+      this.markerRead(rec.syncId);
       return;
     }
     // Counted once it is not a marker: markers are this service's bookkeeping, not messages.
