@@ -55,6 +55,7 @@ const EnvSchema = z.object({
     .default('24h'),
   STREAM_MAX_BYTES: int(1_000_000).default(2_000_000_000),
   STREAM_DIGEST_EVENTS: int(0).max(100_000).default(2000),
+  STREAM_TAIL_READER: z.enum(['amqp', 'stream']).default('amqp'),
 
   HISTORY_SIZE: int(0).default(1000),
   HISTORY_TTL_SECONDS: int(0).default(900),

@@ -224,3 +224,79 @@ function readList(buf: Buffer, p: number, visit: (index: number, valueAt: number
   }
   return end;
 }
+
+/**
+ * Encode the fields `decodeRecord` reads as an AMQP 1.0 message, as RabbitMQ would store it (message annotations,
+ * properties, application properties, one data section). The live tail is read over AMQP 0-9-1, which gives no stored
+ * bytes: its messages are encoded so that digests hold records every reader decodes alike (ADR 0003).
+ */
+export function encodeRecord(rec: StreamRecord): Buffer {
+  const parts: Buffer[] = [];
+  parts.push(section(0x72, map([[symbol('x-routing-key'), str(rec.routingKey)]])));
+  const props: Buffer[] = [rec.messageId === undefined ? NULL : str(rec.messageId)];
+  if (rec.timestampSeconds !== undefined) {
+    for (let i = 1; i < 9; i++) props.push(NULL);
+    const t = Buffer.allocUnsafe(9);
+    t[0] = 0x83;
+    t.writeBigInt64BE(BigInt(Math.trunc(rec.timestampSeconds)) * 1000n, 1);
+    props.push(t);
+  }
+  parts.push(section(0x73, compound(0xd0, props)));
+  const app: Array<[Buffer, Buffer]> = [];
+  const at = scalar(rec.publishedAtHeader);
+  if (at !== undefined) app.push([str('x-published-at-ms'), at]);
+  if (rec.syncId !== undefined) app.push([str('x-ansflow-sync'), str(rec.syncId)]);
+  if (app.length > 0) parts.push(section(0x74, map(app)));
+  const body = Buffer.allocUnsafe(5);
+  body[0] = 0xb0;
+  body.writeUInt32BE(rec.body.length, 1);
+  parts.push(section(0x75, Buffer.concat([body, rec.body])));
+  return Buffer.concat(parts);
+}
+
+const NULL = Buffer.from([0x40]);
+
+function section(code: number, value: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([0x00, 0x53, code]), value]);
+}
+
+function str(s: string, constructor = 0xb1): Buffer {
+  const bytes = Buffer.from(s, 'utf8');
+  const head = Buffer.allocUnsafe(5);
+  head[0] = constructor;
+  head.writeUInt32BE(bytes.length, 1);
+  return Buffer.concat([head, bytes]);
+}
+
+function symbol(s: string): Buffer {
+  return str(s, 0xb3);
+}
+
+/** A header value `readScalar` reads back equal: an integer as a long, another number as a double, or a string. */
+function scalar(v: unknown): Buffer | undefined {
+  if (typeof v === 'string') return str(v);
+  if (typeof v !== 'number' || !Number.isFinite(v)) return undefined;
+  const b = Buffer.allocUnsafe(9);
+  if (Number.isSafeInteger(v)) {
+    b[0] = 0x81;
+    b.writeBigInt64BE(BigInt(v), 1);
+  } else {
+    b[0] = 0x82;
+    b.writeDoubleBE(v, 1);
+  }
+  return b;
+}
+
+/** list32 (0xd0) or map32 (0xd1): size (bytes after it), count, the items. */
+function compound(constructor: number, items: Buffer[]): Buffer {
+  const content = Buffer.concat(items);
+  const head = Buffer.allocUnsafe(9);
+  head[0] = constructor;
+  head.writeUInt32BE(content.length + 4, 1);
+  head.writeUInt32BE(items.length, 5);
+  return Buffer.concat([head, content]);
+}
+
+function map(entries: Array<[Buffer, Buffer]>): Buffer {
+  return compound(0xd1, entries.flat());
+}

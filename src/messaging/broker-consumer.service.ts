@@ -1,6 +1,6 @@
 import { AmqpConnection } from '@golevelup/nestjs-rabbitmq';
 import { Inject, Injectable, OnApplicationBootstrap } from '@nestjs/common';
-import type { ConfirmChannel, ConsumeMessage } from 'amqplib';
+import type { Channel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import { randomUUID } from 'node:crypto';
 import type { ChannelWrapper } from 'amqp-connection-manager';
 import type { Logger } from 'pino';
@@ -13,7 +13,7 @@ import { brokerNodeOf } from './broker-node';
 import { declareDeadLetterPath, declareStream } from './broker-topology';
 import { brokerNames, classify, DEAD_LETTER_REASON_HEADER, publishedAtMs } from './message-policy';
 
-import { decodeRecord, type StreamRecord } from './amqp10';
+import { decodeRecord, encodeRecord, type StreamRecord } from './amqp10';
 import { StreamConnection, type Chunk, type OffsetSpec, type StreamAddress } from './stream-connection';
 import { decodeDigest, DigestBuilder, digestRange, MAX_DIGEST_BYTES } from './stream-digest';
 
@@ -32,6 +32,8 @@ const DIGEST_STALL_MS = 10_000;
 const MAX_QUEUED_DIGESTS = 16;
 /** Offsets without a record that a digest bridges with empty entries (see gatherRecord). */
 const MAX_SKIPPED_OFFSETS = 64;
+/** Unacknowledged deliveries of the live tail over AMQP 0-9-1 (a stream consumer needs a prefetch: its credit). */
+const TAIL_PREFETCH = 1000;
 
 /**
  * Reads every event from the RabbitMQ stream bound to the exchange (every instance reads all of it, nobody
@@ -40,9 +42,11 @@ const MAX_SKIPPED_OFFSETS = 64;
  * resumes from the offset after the last one it processed, so nothing published meanwhile is lost (within the
  * stream's retention). On start it replays HISTORY_TTL_SECONDS of the stream to rebuild history and snapshots.
  *
- * The stream is read over RabbitMQ's stream protocol (port RABBITMQ_STREAM_PORT), a chunk at a time, from one of
- * the cluster's nodes (ADR 0003); the topology (exchange, stream, binding), the sync markers and the validator use
- * the AMQP connection.
+ * The history is replayed over RabbitMQ's stream protocol (port RABBITMQ_STREAM_PORT), a chunk at a time, from one
+ * of the cluster's nodes (ADR 0003). Once caught up, the live tail is read over AMQP 0-9-1 instead (a consumer of the
+ * stream queue from the next offset, STREAM_TAIL_READER=amqp): RabbitMQ delivers a new message that way about a
+ * millisecond sooner (ADR 0003, decision 6). The topology (exchange, stream, binding), the sync markers and the
+ * validator use the AMQP connection.
  *
  * Caught up is decided by offsets, never by clocks: after subscribing, the reader writes a sync marker (a message
  * with a unique id, sent to the stream directly through the default exchange, so no other queue sees it) and is
@@ -112,6 +116,17 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private replayedFromDigests = 0;
   /** When the first replay began (digests included); the first "caught up" reports the time since. */
   private readingSinceMs: number | undefined;
+  /** Set at the first catch-up when STREAM_TAIL_READER=amqp: from then on the stream is read over AMQP 0-9-1. */
+  private tailOverAmqp = false;
+  private tailChannel: ChannelWrapper | undefined;
+  /** The channel the tail consumer runs on (deliveries of an earlier one are ignored). */
+  private tailCurrent: Channel | undefined;
+  private tailConsuming = false;
+  private tailSetups = 0;
+  private tailStartLogged = false;
+  /** The latest tail delivery not yet acknowledged (one `multiple` ack per turn, as for the validator). */
+  private tailAck: { ch: Channel; msg: ConsumeMessage } | undefined;
+  private tailAckTimer: NodeJS.Immediate | undefined;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -126,7 +141,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.digestEvents = config.STREAM_DIGEST_EVENTS;
     state.brokerConfigured = true;
     state.sync = () => this.sync();
-    state.brokerNode = () => this.connectedNode;
+    state.brokerNode = () => this.readerNode;
     metrics.useBrokerNode('stream', this.streamNodes, undefined);
   }
 
@@ -135,8 +150,12 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     return this.addresses.map((a) => `${a.host}:${a.port}`);
   }
 
-  /** The node the stream reader is connected to (`host:port`), for /health; undefined when not connected. */
-  get connectedNode(): string | undefined {
+  /**
+   * The node the event stream is read from (`host:port`), for /health: the stream reader's while replaying, the AMQP
+   * connection's once the tail is read over it; undefined when not reading.
+   */
+  get readerNode(): string | undefined {
+    if (this.tailOverAmqp) return this.tailConsuming ? this.state.amqpNode : undefined;
     const s = this.stream;
     return s !== undefined && s.isOpen ? `${s.address.host}:${s.address.port}` : undefined;
   }
@@ -158,6 +177,11 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       const node = this.state.amqpNode;
       this.amqpConnected = false;
       this.validatorReady = false;
+      if (this.tailOverAmqp) {
+        // The tail consumer is gone with its connection; it consumes again from the next offset once reconnected.
+        this.tailConsuming = false;
+        this.state.brokerCaughtUp = false;
+      }
       this.state.amqpNode = undefined;
       this.metrics.useBrokerNode('amqp', nodes, undefined);
       this.updateConnected();
@@ -177,6 +201,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.stopping = true;
     this.stream?.close();
     this.digestConn?.close();
+    this.flushTailAck();
+    const tailClosed = this.tailChannel?.close().catch(() => undefined);
     try {
       if (this.validatorCurrent !== undefined && this.validateTag !== undefined) await this.validatorCurrent.cancel(this.validateTag);
     } catch {
@@ -187,6 +213,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
     await this.channel?.close().catch(() => undefined);
     await this.validatorChannel?.close().catch(() => undefined);
+    await tailClosed;
   }
 
   /**
@@ -244,7 +271,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private updateConnected(): void {
     // The validator's queue must be bound too: a message published before it exists reaches the stream only, and a
     // poison one would then be skipped without ever being dead-lettered.
-    const up = this.amqpConnected && this.validatorReady && this.stream !== undefined && this.stream.isOpen;
+    const reading = this.tailOverAmqp ? this.tailConsuming : this.stream !== undefined && this.stream.isOpen;
+    const up = this.amqpConnected && this.validatorReady && reading;
     this.state.brokerConnected = up;
     this.metrics.brokerConnected.set(up ? 1 : 0);
   }
@@ -394,7 +422,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   /** Connect to a node, subscribe, read until the connection dies; then the next node, from the next offset. */
   private async readLoop(): Promise<void> {
     let failures = 0;
-    while (!this.stopping) {
+    while (!this.stopping && !this.tailOverAmqp) {
       const address = this.addresses[this.nodeIndex % this.addresses.length];
       this.nodeIndex++;
       const node = `${address.host}:${address.port}`;
@@ -409,6 +437,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
         this.logger.info({ node }, 'stream reader connected');
         const err = await closed;
         this.metrics.useBrokerNode('stream', this.streamNodes, undefined);
+        if (this.tailOverAmqp) return; // closed by the hand-over: the AMQP consumer reads on
         this.state.brokerCaughtUp = false;
         this.updateConnected();
         if (this.stopping) return;
@@ -582,6 +611,116 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     });
   }
 
+  /**
+   * Caught up over the stream protocol: from now on read the tail over AMQP 0-9-1, from the next offset. The stream
+   * reader's connection closes; until the consumer's first delivery the events wait in the stream, none is lost.
+   */
+  private handOver(): void {
+    this.tailOverAmqp = true;
+    const conn = this.stream;
+    this.stream = undefined;
+    conn?.close();
+    this.tailConsuming = this.amqpConnected; // for the few milliseconds until the consumer is set up
+    this.tailChannel = this.amqp.managedConnection.createChannel({ confirm: false, setup: (ch: Channel) => this.setupTail(ch) });
+    this.tailChannel.on('error', (err: Error) => this.logger.error({ err: err.message }, 'broker tail channel error'));
+  }
+
+  /**
+   * Consume the stream queue from the next offset (again after a reconnect: the instance is then caught up once it reads
+   * back a marker, as after a reconnect of the stream reader).
+   */
+  private async setupTail(ch: Channel): Promise<void> {
+    if (this.stopping) return;
+    this.tailCurrent = ch;
+    await ch.prefetch(TAIL_PREFETCH);
+    await this.consumeTail(ch);
+    if (this.tailSetups++ > 0 || !this.state.brokerCaughtUp) this.resync();
+  }
+
+  private async consumeTail(ch: Channel): Promise<void> {
+    const from = this.nextOffset ?? 'next';
+    await ch.consume(this.names.stream, (msg) => this.onTailMessage(ch, msg), { noAck: false, arguments: { 'x-stream-offset': from } });
+    this.tailConsuming = true;
+    this.tailStartLogged = false;
+    this.updateConnected();
+    this.logger.info({ node: this.state.amqpNode, from }, 'reading the event stream tail over AMQP');
+  }
+
+  /** Not caught up until a marker written now is read back. */
+  private resync(): void {
+    this.state.brokerCaughtUp = false;
+    if (this.catchUpMarker !== undefined) this.markers.delete(this.catchUpMarker);
+    this.catchUpMarker = this.publishMarker(() => this.caughtUp());
+  }
+
+  /**
+   * One message of the tail. It is encoded as the stream would store it and goes through the same record path as a
+   * chunk's record (skip what was processed, gather into digests, publish into the hub).
+   */
+  private onTailMessage(ch: Channel, msg: ConsumeMessage | null): void {
+    if (msg === null) {
+      // The broker cancelled the consumer (its stream member went away, or the stream was deleted): consume again.
+      if (ch !== this.tailCurrent) return;
+      this.tailConsuming = false;
+      this.state.brokerCaughtUp = false;
+      this.updateConnected();
+      this.logger.warn({ node: this.state.amqpNode, nextOffset: this.nextOffset }, 'the broker cancelled the tail consumer; consuming again');
+      setTimeout(() => {
+        if (ch !== this.tailCurrent || this.stopping) return;
+        this.consumeTail(ch).then(
+          () => this.resync(),
+          (err: unknown) =>
+            this.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'tail consumer not started again; retrying on reconnect'),
+        );
+      }, RECONNECT_DELAY_MS).unref();
+      return;
+    }
+    if (ch !== this.tailCurrent) return;
+    this.ackTail(ch, msg);
+    const offset = deliveryOffset(msg);
+    if (offset === undefined) {
+      this.logger.error({ routingKey: msg.fields.routingKey }, 'stream delivery without an offset skipped');
+      return;
+    }
+    const fresh = this.nextOffset === undefined || offset >= this.nextOffset;
+    if (!this.tailStartLogged || (fresh && this.nextOffset !== undefined && offset > this.nextOffset)) {
+      const fields = { node: this.state.amqpNode, offset, nextOffset: this.nextOffset };
+      if (this.tailStartLogged) this.logger.warn(fields, 'unexpected stream delivery: offsets skipped');
+      else this.logger.info(fields, 'first delivery of the tail subscription');
+      this.tailStartLogged = true;
+    }
+    const { headers } = msg.properties;
+    const bytes = encodeRecord({
+      routingKey: msg.fields.routingKey,
+      messageId: headerString(msg.properties.messageId),
+      publishedAtHeader: headers?.['x-published-at-ms'],
+      timestampSeconds: typeof msg.properties.timestamp === 'number' ? msg.properties.timestamp : undefined,
+      syncId: headerString(headers?.[SYNC_MARKER_HEADER]),
+      body: msg.content,
+    });
+    this.processRecords(bytes, offset, [[0, bytes.length]], this.digestEvents > 0);
+  }
+
+  /** Acknowledge the tail's deliveries once per turn of the event loop, with one `multiple` ack (its credit). */
+  private ackTail(ch: Channel, msg: ConsumeMessage): void {
+    if (this.tailAck !== undefined && this.tailAck.ch !== ch) this.flushTailAck();
+    this.tailAck = { ch, msg };
+    this.tailAckTimer ??= setImmediate(() => this.flushTailAck());
+  }
+
+  private flushTailAck(): void {
+    if (this.tailAckTimer !== undefined) clearImmediate(this.tailAckTimer);
+    this.tailAckTimer = undefined;
+    const pending = this.tailAck;
+    this.tailAck = undefined;
+    if (pending === undefined) return;
+    try {
+      pending.ch.ack(pending.msg, true);
+    } catch {
+      // The channel closed meanwhile: the consumer starts again from the next offset, nothing is lost.
+    }
+  }
+
   /** A chunk that should never come: it starts beyond the next offset (offsets never read), or has an older epoch. */
   private unexpected(chunk: Chunk): boolean {
     return (this.nextOffset !== undefined && chunk.firstOffset > this.nextOffset) || (this.lastEpoch !== undefined && chunk.epoch < this.lastEpoch);
@@ -706,12 +845,28 @@ export class BrokerConsumer implements OnApplicationBootstrap {
 
   private caughtUp(): void {
     if (this.state.brokerCaughtUp) return;
+    if (!this.tailOverAmqp && this.config.STREAM_TAIL_READER === 'amqp') {
+      this.handOver();
+      // The AMQP connection is down at this moment: caught up once the tail consumer reads back a marker.
+      if (!this.amqpConnected) return;
+    }
     this.state.brokerCaughtUp = true;
     const replayMs = Date.now() - (this.readingSinceMs ?? this.subscribedAtMs);
     this.readingSinceMs = undefined;
     this.logger.info({ position: this.hub.latestPosition, replayMs, fromDigests: this.replayedFromDigests }, 'event stream caught up');
     this.state.notifyCaughtUp();
   }
+}
+
+/** The offset RabbitMQ gives a stream message delivered over AMQP 0-9-1, or undefined. */
+function deliveryOffset(msg: ConsumeMessage): number | undefined {
+  const v: unknown = msg.properties.headers?.['x-stream-offset'];
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : undefined;
+}
+
+/** A header that should be a string: amqplib gives a long string as a string, a byte array as a Buffer. */
+function headerString(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : Buffer.isBuffer(v) ? v.toString('utf8') : undefined;
 }
 
 function sleep(ms: number): Promise<void> {
