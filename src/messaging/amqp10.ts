@@ -228,75 +228,85 @@ function readList(buf: Buffer, p: number, visit: (index: number, valueAt: number
 /**
  * Encode the fields `decodeRecord` reads as an AMQP 1.0 message, as RabbitMQ would store it (message annotations,
  * properties, application properties, one data section). The live tail is read over AMQP 0-9-1, which gives no stored
- * bytes: its messages are encoded so that digests hold records every reader decodes alike (ADR 0003).
+ * bytes: its messages are encoded so that digests hold records every reader decodes alike (ADR 0003). One pass into
+ * one buffer: it runs once per live event.
  */
 export function encodeRecord(rec: StreamRecord): Buffer {
-  const parts: Buffer[] = [];
-  parts.push(section(0x72, map([[symbol('x-routing-key'), str(rec.routingKey)]])));
-  const props: Buffer[] = [rec.messageId === undefined ? NULL : str(rec.messageId)];
+  const routingKey = Buffer.byteLength(rec.routingKey);
+  const messageId = rec.messageId === undefined ? -1 : Buffer.byteLength(rec.messageId);
+  const at = rec.publishedAtHeader;
+  const atKind = typeof at === 'string' ? 'string' : typeof at === 'number' && Number.isFinite(at) ? (Number.isSafeInteger(at) ? 'long' : 'double') : undefined;
+  const atBytes = atKind === undefined ? 0 : atKind === 'string' ? 5 + Buffer.byteLength(at as string) : 9;
+  const sync = rec.syncId === undefined ? -1 : Buffer.byteLength(rec.syncId);
+  const annotations = 3 + 9 + 5 + ROUTING_KEY.length + 5 + routingKey;
+  const propsItems = (messageId < 0 ? 1 : 5 + messageId) + (rec.timestampSeconds === undefined ? 0 : 8 + 9);
+  const appItems = (atKind === undefined ? 0 : 5 + PUBLISHED_AT.length + atBytes) + (sync < 0 ? 0 : 5 + SYNC.length + 5 + sync);
+  const size = annotations + 3 + 9 + propsItems + (appItems > 0 ? 3 + 9 + appItems : 0) + 3 + 5 + rec.body.length;
+  const buf = Buffer.allocUnsafe(size);
+  let p = 0;
+  const u8 = (v: number): void => {
+    buf[p++] = v;
+  };
+  const u32 = (v: number): void => {
+    buf.writeUInt32BE(v, p);
+    p += 4;
+  };
+  const text = (constructor: number, s: string, bytes: number): void => {
+    u8(constructor);
+    u32(bytes);
+    p += buf.write(s, p, 'utf8');
+  };
+  const compound = (constructor: number, code: number, bytes: number, count: number): void => {
+    u8(0x00);
+    u8(0x53);
+    u8(code);
+    u8(constructor);
+    u32(bytes + 4);
+    u32(count);
+  };
+  compound(0xd1, 0x72, annotations - 12, 2); // message annotations: map32
+  u8(0xb3);
+  u32(ROUTING_KEY.length);
+  p += ROUTING_KEY.copy(buf, p);
+  text(0xb1, rec.routingKey, routingKey);
+  compound(0xd0, 0x73, propsItems, rec.timestampSeconds === undefined ? 1 : 10); // properties: list32
+  if (rec.messageId === undefined) u8(0x40);
+  else text(0xb1, rec.messageId, messageId);
   if (rec.timestampSeconds !== undefined) {
-    for (let i = 1; i < 9; i++) props.push(NULL);
-    const t = Buffer.allocUnsafe(9);
-    t[0] = 0x83;
-    t.writeBigInt64BE(BigInt(Math.trunc(rec.timestampSeconds)) * 1000n, 1);
-    props.push(t);
+    for (let i = 1; i < 9; i++) u8(0x40);
+    u8(0x83);
+    buf.writeBigInt64BE(BigInt(Math.trunc(rec.timestampSeconds)) * 1000n, p);
+    p += 8;
   }
-  parts.push(section(0x73, compound(0xd0, props)));
-  const app: Array<[Buffer, Buffer]> = [];
-  const at = scalar(rec.publishedAtHeader);
-  if (at !== undefined) app.push([str('x-published-at-ms'), at]);
-  if (rec.syncId !== undefined) app.push([str('x-ansflow-sync'), str(rec.syncId)]);
-  if (app.length > 0) parts.push(section(0x74, map(app)));
-  const body = Buffer.allocUnsafe(5);
-  body[0] = 0xb0;
-  body.writeUInt32BE(rec.body.length, 1);
-  parts.push(section(0x75, Buffer.concat([body, rec.body])));
-  return Buffer.concat(parts);
-}
-
-const NULL = Buffer.from([0x40]);
-
-function section(code: number, value: Buffer): Buffer {
-  return Buffer.concat([Buffer.from([0x00, 0x53, code]), value]);
-}
-
-function str(s: string, constructor = 0xb1): Buffer {
-  const bytes = Buffer.from(s, 'utf8');
-  const head = Buffer.allocUnsafe(5);
-  head[0] = constructor;
-  head.writeUInt32BE(bytes.length, 1);
-  return Buffer.concat([head, bytes]);
-}
-
-function symbol(s: string): Buffer {
-  return str(s, 0xb3);
-}
-
-/** A header value `readScalar` reads back equal: an integer as a long, another number as a double, or a string. */
-function scalar(v: unknown): Buffer | undefined {
-  if (typeof v === 'string') return str(v);
-  if (typeof v !== 'number' || !Number.isFinite(v)) return undefined;
-  const b = Buffer.allocUnsafe(9);
-  if (Number.isSafeInteger(v)) {
-    b[0] = 0x81;
-    b.writeBigInt64BE(BigInt(v), 1);
-  } else {
-    b[0] = 0x82;
-    b.writeDoubleBE(v, 1);
+  if (appItems > 0) {
+    compound(0xd1, 0x74, appItems, (atKind === undefined ? 0 : 2) + (sync < 0 ? 0 : 2)); // application properties
+    if (atKind !== undefined) {
+      u8(0xb1);
+      u32(PUBLISHED_AT.length);
+      p += PUBLISHED_AT.copy(buf, p);
+      if (atKind === 'string') text(0xb1, at as string, atBytes - 5);
+      else if (atKind === 'long') {
+        u8(0x81);
+        buf.writeBigInt64BE(BigInt(at as number), p);
+        p += 8;
+      } else {
+        u8(0x82);
+        p = buf.writeDoubleBE(at as number, p);
+      }
+    }
+    if (rec.syncId !== undefined) {
+      u8(0xb1);
+      u32(SYNC.length);
+      p += SYNC.copy(buf, p);
+      text(0xb1, rec.syncId, sync);
+    }
   }
-  return b;
-}
-
-/** list32 (0xd0) or map32 (0xd1): size (bytes after it), count, the items. */
-function compound(constructor: number, items: Buffer[]): Buffer {
-  const content = Buffer.concat(items);
-  const head = Buffer.allocUnsafe(9);
-  head[0] = constructor;
-  head.writeUInt32BE(content.length + 4, 1);
-  head.writeUInt32BE(items.length, 5);
-  return Buffer.concat([head, content]);
-}
-
-function map(entries: Array<[Buffer, Buffer]>): Buffer {
-  return compound(0xd1, entries.flat());
+  u8(0x00); // data: vbin32
+  u8(0x53);
+  u8(0x75);
+  u8(0xb0);
+  u32(rec.body.length);
+  p += rec.body.copy(buf, p);
+  if (p !== size) throw new Error(`encodeRecord: wrote ${p} of ${size} bytes`);
+  return buf;
 }

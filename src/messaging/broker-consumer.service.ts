@@ -311,6 +311,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
    */
   private async digestLoop(): Promise<void> {
     let attempt = 0;
+    // The stall is counted from now: finding the event stream's tail may take its 2 s on an empty stream.
+    this.lastDigestChunkMs = Date.now();
     const stall = setInterval(() => {
       if (this.digestReplaying && Date.now() - this.lastDigestChunkMs > DIGEST_STALL_MS) {
         this.logger.warn({ stallMs: DIGEST_STALL_MS }, 'no digest chunk for a while; reading the event stream instead');
