@@ -651,6 +651,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   /** Not caught up until a marker written now is read back. */
   private resync(): void {
     this.state.brokerCaughtUp = false;
+    this.subscribedAtMs = Date.now();
     if (this.catchUpMarker !== undefined) this.markers.delete(this.catchUpMarker);
     this.catchUpMarker = this.publishMarker(() => this.caughtUp());
   }
