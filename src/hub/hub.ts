@@ -1,3 +1,4 @@
+import { isoTime } from '../common/iso-time';
 import { Slab } from '../common/slab';
 import { ENDPOINT_KINDS, type EndpointKind } from '../metrics/metric-names';
 import { ChannelHistory, type HistoryOptions } from './channel-history';
@@ -306,7 +307,7 @@ export class Hub {
 /** The frame: the publisher's object plus `channel`, `position`, a `timestamp` when it has none, `data` on notifications. */
 function buildFrame(body: Record<string, unknown>, channel: string, position: number, atMs: number): Buffer {
   const out: Record<string, unknown> = { ...body, channel, position };
-  if (typeof out.timestamp !== 'string') out.timestamp = new Date(atMs).toISOString();
+  if (typeof out.timestamp !== 'string') out.timestamp = isoTime(atMs);
   if (body.type === KnownEventType.SystemNotification && out.data === undefined) {
     // The frontend's notification bell reads `data`; older code reads the flat fields: send both.
     out.data = { level: body.level, title: body.title, message: body.message };
@@ -334,7 +335,7 @@ function spliceFrame(raw: Buffer, body: Record<string, unknown>, channel: string
   // the tail is ASCII (a channel name matches CHANNEL_PATTERN), so its length in bytes is its length in characters.
   const tail =
     stamp === undefined
-      ? `,"channel":"${channel}","position":${position},"timestamp":"${new Date(atMs).toISOString()}"}`
+      ? `,"channel":"${channel}","position":${position},"timestamp":"${isoTime(atMs)}"}`
       : `,"channel":"${channel}","position":${position}}`;
   const frame = frames.alloc(end + tail.length);
   raw.copy(frame, 0, 0, end);
