@@ -3,6 +3,7 @@ import { Slab } from '../common/slab';
 import { ENDPOINT_KINDS, type EndpointKind } from '../metrics/metric-names';
 import { ChannelHistory, type HistoryOptions } from './channel-history';
 import { ExecutionSnapshots } from './execution-snapshots';
+import { IdWindow } from './id-window';
 import { KnownEventType } from './frame-types';
 import type { HubEvent, Subscriber } from './hub-event';
 
@@ -74,11 +75,8 @@ export class Hub {
   readonly history: ChannelHistory;
   readonly snapshots = new ExecutionSnapshots();
   private readonly channels = new Map<string, Channel>();
-  private readonly seenIds = new Set<string>();
-  /** The ids in `seenIds`, oldest first, as a ring: evicting the oldest is one array read (a Set's own iteration
-   * order costs a walk over every deleted entry until the table is rebuilt: it was a third of a replay's CPU). */
-  private readonly idRing: Array<string | undefined>;
-  private idRingNext = 0;
+  /** The last DEDUP_WINDOW message ids. */
+  private readonly seenIds: IdWindow;
   private readonly dirty = new Set<Channel>();
   private flushTimer: NodeJS.Timeout | undefined;
   /** Without a broker, positions start from the clock so a restarted process never reuses an old position. */
@@ -94,7 +92,7 @@ export class Hub {
     private readonly stats: HubStats = NO_STATS,
   ) {
     this.history = new ChannelHistory(options.history, options.externalPositions ? undefined : this.nextPosition - 1);
-    this.idRing = new Array<string | undefined>(options.dedupWindow);
+    this.seenIds = new IdWindow(options.dedupWindow);
   }
 
   /** The broker consumer learnt where it starts reading: every event after `startFloor` will pass through here. */
@@ -156,7 +154,7 @@ export class Hub {
    * Returns the event, or undefined when it was a duplicate.
    */
   publish(channel: string, body: Record<string, unknown>, meta: PublishMeta = {}): HubEvent | undefined {
-    if (meta.messageId !== undefined && !this.rememberId(meta.messageId)) {
+    if (meta.messageId !== undefined && !this.seenIds.add(meta.messageId)) {
       this.stats.duplicate();
       return undefined;
     }
@@ -289,18 +287,6 @@ export class Hub {
         failed[kind] = 0;
       }
     }
-  }
-
-  private rememberId(id: string): boolean {
-    if (this.options.dedupWindow === 0) return true;
-    const size = this.seenIds.size;
-    this.seenIds.add(id);
-    if (this.seenIds.size === size) return false; // seen before (one lookup instead of has + add)
-    const oldest = this.idRing[this.idRingNext];
-    if (oldest !== undefined) this.seenIds.delete(oldest);
-    this.idRing[this.idRingNext] = id;
-    this.idRingNext = (this.idRingNext + 1) % this.idRing.length;
-    return true;
   }
 }
 
