@@ -5,7 +5,7 @@ import { ChannelHistory, type HistoryOptions } from './channel-history';
 import { ExecutionSnapshots } from './execution-snapshots';
 import { IdWindow } from './id-window';
 import { KnownEventType } from './frame-types';
-import type { HubEvent, Subscriber } from './hub-event';
+import type { HubEvent, ObjectFacts, Subscriber } from './hub-event';
 
 /** What the hub reports; implemented by the metrics service, a no-op in unit tests. */
 export interface HubStats {
@@ -161,17 +161,39 @@ export class Hub {
     const now = Date.now();
     const position = meta.position ?? this.nextPosition++;
     const atMs = meta.createdAtMs ?? meta.publishedAtMs ?? now;
-    const event: HubEvent = {
-      channel,
-      position,
-      frame: (meta.raw !== undefined ? spliceFrame(meta.raw, body, channel, position, atMs) : undefined) ?? buildFrame(body, channel, position, atMs),
-      publishedAtMs: meta.publishedAtMs,
-      receivedAtMs: now,
-    };
+    const frame = (meta.raw !== undefined ? spliceFrame(meta.raw, body, channel, position, atMs) : undefined) ?? buildFrame(body, channel, position, atMs);
+    return this.accept(channel, position, frame, body, meta.publishedAtMs, now);
+  }
+
+  /**
+   * `publish` for a broker message's JSON object, checked but not parsed (`raw`, and what the hub asks of it in
+   * `facts`): the same frame, history, snapshot and de-duplication as `publish(channel, JSON.parse(raw), { raw, … })`.
+   * The object is parsed only when an execution snapshot uses the event or the frame cannot be spliced from `raw`.
+   */
+  publishReceived(channel: string, raw: Buffer, facts: ObjectFacts, meta: Omit<PublishMeta, 'raw'> = {}): HubEvent | undefined {
+    if (meta.messageId !== undefined && !this.seenIds.add(meta.messageId)) {
+      this.stats.duplicate();
+      return undefined;
+    }
+    const now = Date.now();
+    const position = meta.position ?? this.nextPosition++;
+    const atMs = meta.createdAtMs ?? meta.publishedAtMs ?? now;
+    let body = this.snapshots.uses(channel, facts.type) ? parseObject(raw) : undefined;
+    let frame = spliceable(facts.type, facts.channel, facts.position, facts.timestamp, facts.data) ? spliceBytes(raw, channel, position, atMs, facts.timestamp === undefined) : undefined;
+    if (frame === undefined) {
+      body ??= parseObject(raw);
+      frame = buildFrame(body, channel, position, atMs);
+    }
+    return this.accept(channel, position, frame, body, meta.publishedAtMs, now);
+  }
+
+  /** Keep and fan out a published event; `body` (when parsed) updates the execution snapshots. */
+  private accept(channel: string, position: number, frame: Buffer, body: Record<string, unknown> | undefined, publishedAtMs: number | undefined, now: number): HubEvent {
+    const event: HubEvent = { channel, position, frame, publishedAtMs, receivedAtMs: now };
     this.published++;
     this.lastEventAtMs = now;
     this.history.append(event);
-    this.snapshots.apply(channel, body);
+    if (body !== undefined) this.snapshots.apply(channel, body);
     if (this.positionWaiters.size > 0) for (const w of this.positionWaiters) if (position >= w.position) w.done();
     const ch = this.channels.get(channel);
     if (ch !== undefined) this.fanOut(ch, event);
@@ -311,22 +333,37 @@ const CLOSE_BRACE = 0x7d;
  */
 function spliceFrame(raw: Buffer, body: Record<string, unknown>, channel: string, position: number, atMs: number): Buffer | undefined {
   const stamp = body.timestamp;
-  if ((stamp !== undefined && typeof stamp !== 'string') || 'channel' in body || 'position' in body) return undefined;
   if (stamp === undefined && 'timestamp' in body) return undefined;
-  if (body.type === KnownEventType.SystemNotification && body.data === undefined) return undefined;
+  const timestamp = stamp === undefined ? undefined : typeof stamp === 'string' ? 'string' : 'other';
+  if (!spliceable(body.type, 'channel' in body, 'position' in body, timestamp, body.data !== undefined)) return undefined;
+  return spliceBytes(raw, channel, position, atMs, stamp === undefined);
+}
+
+/** Whether `spliceBytes` makes the frame `buildFrame` would, for a body with these members. */
+function spliceable(type: unknown, hasChannel: boolean, hasPosition: boolean, timestamp: ObjectFacts['timestamp'], hasData: boolean): boolean {
+  if (timestamp === 'other' || hasChannel || hasPosition) return false;
+  return !(type === KnownEventType.SystemNotification && !hasData);
+}
+
+/** The received JSON object's bytes up to its closing brace, then `channel`, `position` and, when asked, `timestamp`. */
+function spliceBytes(raw: Buffer, channel: string, position: number, atMs: number, withTimestamp: boolean): Buffer | undefined {
   let end = raw.length - 1;
   while (end > 0 && raw[end] !== CLOSE_BRACE) end--;
   if (end <= 1) return undefined;
   // An empty object is not a valid event (no `type`), so there is always a member before the brace. One allocation:
   // the tail is ASCII (a channel name matches CHANNEL_PATTERN), so its length in bytes is its length in characters.
-  const tail =
-    stamp === undefined
-      ? `,"channel":"${channel}","position":${position},"timestamp":"${isoTime(atMs)}"}`
-      : `,"channel":"${channel}","position":${position}}`;
+  const tail = withTimestamp
+    ? `,"channel":"${channel}","position":${position},"timestamp":"${isoTime(atMs)}"}`
+    : `,"channel":"${channel}","position":${position}}`;
   const frame = frames.alloc(end + tail.length);
   raw.copy(frame, 0, 0, end);
   frame.write(tail, end, 'latin1');
   return frame;
+}
+
+/** A received body checked to be a JSON object (by the broker consumer), parsed. */
+function parseObject(raw: Buffer): Record<string, unknown> {
+  return JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
 }
 
 /** Frames built from received bytes: kept by the history, so they share slabs with each other only. */
