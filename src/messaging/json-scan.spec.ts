@@ -62,6 +62,8 @@ describe('scanJson', () => {
     '',
     'nul',
     '{"a":[1,2,]}',
+    `{"type":"deep","a":${'[{"b":'.repeat(40)}1${'}]'.repeat(40)},"data":1}`,
+    `${'['.repeat(100)}${']'.repeat(99)}`,
   ])('agrees with JSON.parse on %j', (text) => same(Buffer.from(text)));
 
   it('agrees with JSON.parse on invalid UTF-8 inside and outside strings', () => {

@@ -38,8 +38,8 @@ export function scanJson(buf: Buffer): ScanResult {
   let p = ws(buf, 0, end);
   const topIsObject = buf[p] === OPEN_OBJECT;
   const facts: ObjectFacts = { type: undefined, channel: false, position: false, timestamp: undefined, data: false };
-  /** Open containers, innermost last: true for an object. */
-  const open: boolean[] = [];
+  /** Open containers: `containers[0, depth)`, innermost last. */
+  let depth = 0;
   /** The member of the top-level object whose value comes next (one of NAMES), or -1. */
   let member = -1;
   for (;;) {
@@ -51,12 +51,13 @@ export function scanJson(buf: Buffer): ScanResult {
       p = ws(buf, p + 1, end);
       if (buf[p] === (isObject ? CLOSE_OBJECT : CLOSE_ARRAY)) p++;
       else {
-        open.push(isObject);
-        if (open.length === 2 && topIsObject) note(facts, member, 'other', buf, 0, 0);
+        if (depth === containers.length) growContainers();
+        containers[depth++] = isObject ? 1 : 0;
+        if (depth === 2 && topIsObject) note(facts, member, 'other', buf, 0, 0);
         if (isObject) {
           const q = string(buf, p, end);
           if (buf[p] !== QUOTE || q < 0) return 'invalid';
-          member = open.length === 1 && topIsObject ? memberOf(buf, p, q) : -1;
+          member = depth === 1 && topIsObject ? memberOf(buf, p, q) : -1;
           p = colon(buf, q, end);
           if (p < 0) return 'invalid';
         }
@@ -73,32 +74,44 @@ export function scanJson(buf: Buffer): ScanResult {
     else if (c === 0x6e) p = literal(buf, p, end, NULL);
     else return 'invalid';
     if (p < 0) return 'invalid';
-    if (open.length === 1 && topIsObject) note(facts, member, c === QUOTE ? 'string' : 'other', buf, valueStart, p);
+    if (depth === 1 && topIsObject) note(facts, member, c === QUOTE ? 'string' : 'other', buf, valueStart, p);
     // After a value: the next member or element, or the end of containers.
     for (;;) {
       p = ws(buf, p, end);
-      if (open.length === 0) {
+      if (depth === 0) {
         if (p !== end) return 'invalid';
         return topIsObject ? facts : 'value';
       }
-      const isObject = open[open.length - 1];
+      const isObject = containers[depth - 1] === 1;
       const d = buf[p];
       if (d === COMMA) {
         p = ws(buf, p + 1, end);
         if (isObject) {
           const q = string(buf, p, end);
           if (buf[p] !== QUOTE || q < 0) return 'invalid';
-          member = open.length === 1 && topIsObject ? memberOf(buf, p, q) : -1;
+          member = depth === 1 && topIsObject ? memberOf(buf, p, q) : -1;
           p = colon(buf, q, end);
           if (p < 0) return 'invalid';
         }
         break;
       }
       if (d !== (isObject ? CLOSE_OBJECT : CLOSE_ARRAY)) return 'invalid';
-      open.pop();
+      depth--;
       p++;
     }
   }
+}
+
+/**
+ * The kinds of the open containers (1: object, 0: array), outermost first; shared by every scan (a scan runs to its
+ * end synchronously), so a scan allocates no stack. Grows with the deepest text seen.
+ */
+let containers = new Uint8Array(32);
+
+function growContainers(): void {
+  const grown = new Uint8Array(containers.length * 2);
+  grown.set(containers);
+  containers = grown;
 }
 
 /** The colon after a member's key (ending at q) and the whitespace around it; returns where the value starts, or -1. */
