@@ -161,8 +161,9 @@ export class Hub {
     const now = Date.now();
     const position = meta.position ?? this.nextPosition++;
     const atMs = meta.createdAtMs ?? meta.publishedAtMs ?? now;
-    const frame = (meta.raw !== undefined ? spliceFrame(meta.raw, body, channel, position, atMs) : undefined) ?? buildFrame(body, channel, position, atMs);
-    return this.accept(channel, position, frame, body, meta.publishedAtMs, now);
+    const spliced = meta.raw !== undefined ? spliceFrame(meta.raw, body, channel, position, atMs) : undefined;
+    if (spliced !== undefined) return this.accept(channel, position, spliced, body, meta.publishedAtMs, now, frames.lastStore, frames.lastOffset);
+    return this.accept(channel, position, buildFrame(body, channel, position, atMs), body, meta.publishedAtMs, now);
   }
 
   /**
@@ -179,20 +180,30 @@ export class Hub {
     const position = meta.position ?? this.nextPosition++;
     const atMs = meta.createdAtMs ?? meta.publishedAtMs ?? now;
     let body = this.snapshots.uses(channel, facts.type) ? parseObject(raw) : undefined;
-    let frame = spliceable(facts.type, facts.channel, facts.position, facts.timestamp, facts.data) ? spliceBytes(raw, channel, position, atMs, facts.timestamp === undefined) : undefined;
-    if (frame === undefined) {
-      body ??= parseObject(raw);
-      frame = buildFrame(body, channel, position, atMs);
-    }
-    return this.accept(channel, position, frame, body, meta.publishedAtMs, now);
+    const spliced = spliceable(facts.type, facts.channel, facts.position, facts.timestamp, facts.data) ? spliceBytes(raw, channel, position, atMs, facts.timestamp === undefined) : undefined;
+    if (spliced !== undefined) return this.accept(channel, position, spliced, body, meta.publishedAtMs, now, frames.lastStore, frames.lastOffset);
+    body ??= parseObject(raw);
+    return this.accept(channel, position, buildFrame(body, channel, position, atMs), body, meta.publishedAtMs, now);
   }
 
-  /** Keep and fan out a published event; `body` (when parsed) updates the execution snapshots. */
-  private accept(channel: string, position: number, frame: Buffer, body: Record<string, unknown> | undefined, publishedAtMs: number | undefined, now: number): HubEvent {
+  /**
+   * Keep and fan out a published event; `body` (when parsed) updates the execution snapshots. `store` and `offset`:
+   * where the frame lies, when the caller knows (a frame cut from `frames`).
+   */
+  private accept(
+    channel: string,
+    position: number,
+    frame: Buffer,
+    body: Record<string, unknown> | undefined,
+    publishedAtMs: number | undefined,
+    now: number,
+    store?: ArrayBufferLike,
+    offset?: number,
+  ): HubEvent {
     const event: HubEvent = { channel, position, frame, publishedAtMs, receivedAtMs: now };
     this.published++;
     this.lastEventAtMs = now;
-    this.history.append(event);
+    this.history.append(event, store, offset);
     if (body !== undefined) this.snapshots.apply(channel, body);
     if (this.positionWaiters.size > 0) for (const w of this.positionWaiters) if (position >= w.position) w.done();
     const ch = this.channels.get(channel);
