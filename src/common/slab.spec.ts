@@ -25,4 +25,13 @@ describe('Slab', () => {
     expect(big.buffer).not.toBe(small.buffer);
     expect(big.length).toBe(17);
   });
+
+  it('tells where the last Buffer lies: its memory and offset there', () => {
+    const s = new Slab(64, 16);
+    for (const size of [5, 16, 16, 16, 16, 17, 3]) {
+      const b = s.alloc(size);
+      expect(s.lastStore).toBe(b.buffer);
+      expect(s.lastOffset).toBe(b.byteOffset);
+    }
+  });
 });

@@ -46,11 +46,16 @@ export class ExecutionSnapshots {
 
   constructor(private readonly maxExecutions = 10_000) {}
 
+  /** Whether an event of `type` on `channel` changes a snapshot (`apply` ignores every other). */
+  uses(channel: string, type: unknown): boolean {
+    if (!channel.startsWith('execution.')) return false;
+    return type === KnownEventType.ExecutionStatus || type === KnownEventType.ExecutionUpdate || type === KnownEventType.StepProgress;
+  }
+
   apply(channel: string, event: Json): void {
-    if (!channel.startsWith('execution.')) return;
+    if (!this.uses(channel, event.type)) return;
     const id = Number(channel.slice('execution.'.length));
     const type = event.type;
-    if (type !== KnownEventType.ExecutionStatus && type !== KnownEventType.ExecutionUpdate && type !== KnownEventType.StepProgress) return;
     const snap = this.touch(id);
     const src = type === KnownEventType.ExecutionStatus && isObject(event.data) ? event.data : event;
     if (type === KnownEventType.StepProgress) this.upsertStep(snap, src);

@@ -13,6 +13,20 @@ export interface HubEvent {
   readonly receivedAtMs: number;
 }
 
+/**
+ * What the hub asks of a received JSON object before it needs the object itself (the broker consumer learns it while
+ * checking the JSON, see messaging/json-scan.ts). Members named twice: the last one counts, as in JSON.parse.
+ */
+export interface ObjectFacts {
+  /** The value of `type` when it is a string, else undefined. */
+  type: string | undefined;
+  channel: boolean;
+  position: boolean;
+  /** `timestamp`: absent, a string, or another value. */
+  timestamp: 'string' | 'other' | undefined;
+  data: boolean;
+}
+
 /** What the hub needs of a socket. The hub knows no framework and no WebSocket library. */
 export interface Subscriber {
   readonly kind: EndpointKind;

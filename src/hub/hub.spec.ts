@@ -1,5 +1,5 @@
 import { Hub } from './hub';
-import type { Subscriber } from './hub-event';
+import type { ObjectFacts, Subscriber } from './hub-event';
 
 class Sink implements Subscriber {
   readonly frames: string[] = [];
@@ -14,6 +14,12 @@ class Sink implements Subscriber {
   parsed(): Record<string, unknown>[] {
     return this.frames.map((f) => JSON.parse(f) as Record<string, unknown>);
   }
+}
+
+/** What the broker consumer learns of a body while checking it (messaging/json-scan.ts), from the parsed object. */
+function factsOf(o: Record<string, unknown>): ObjectFacts {
+  const timestamp = !('timestamp' in o) ? undefined : typeof o.timestamp === 'string' ? 'string' : 'other';
+  return { type: typeof o.type === 'string' ? o.type : undefined, channel: 'channel' in o, position: 'position' in o, timestamp, data: 'data' in o };
 }
 
 function hub(batchWindowMs = 0): Hub {
@@ -78,6 +84,43 @@ describe('Hub', () => {
       expect(Object.keys(fromRaw)).toEqual(Object.keys(fromObject)); // same order of members too
       expect(fromRaw).toMatchObject({ channel: 'system', position: 41 });
       if (typeof body.timestamp !== 'string') expect(fromRaw.timestamp).toBe(new Date(at).toISOString());
+    }
+  });
+
+  it('publishes a received body unparsed with the same frame bytes, history, snapshot and de-duplication as parsed', () => {
+    const at = Date.UTC(2026, 0, 2, 3, 4, 5, 678);
+    const texts = [
+      '{"type":"log_entry","message":"x"}',
+      ' {"type":"log_entry","timestamp":"2026-01-01T00:00:00.000Z","message":"\\u00e9"}\n',
+      '{"type":"log_entry","timestamp":12345}',
+      '{"type":"log_entry","timestamp":"a","timestamp":null}',
+      '{"type":"system_notification","level":"info","title":"t","message":"m"}',
+      '{"type":"system_notification","data":{"level":"x"}}',
+      '{"type":"x","channel":"forged","position":7}',
+      '{"type":"execution_status","status":"running","steps":[{"id":1,"status":"running"}]}',
+      '{"type":"step_progress","step_id":3,"status":"success"}',
+      '{"type":"execution_update","status":"failed","total_steps":4}',
+    ];
+    for (const channel of ['execution.5', 'system']) {
+      const viaFacts = hub();
+      const viaObject = hub();
+      const a = new Sink();
+      const b = new Sink();
+      viaFacts.subscribe(a, [channel]);
+      viaObject.subscribe(b, [channel]);
+      texts.forEach((text, i) => {
+        const raw = Buffer.from(text);
+        const body = JSON.parse(text) as Record<string, unknown>;
+        const meta = { position: 41 + i, createdAtMs: at + i, messageId: `m${i % 7}` };
+        const got = viaFacts.publishReceived(channel, raw, factsOf(body), meta);
+        const expected = viaObject.publish(channel, body, { ...meta, raw });
+        expect(got?.frame.toString()).toBe(expected?.frame.toString());
+      });
+      expect(a.frames).toEqual(b.frames);
+      expect(viaFacts.history.since([channel], 0).events.map((e) => e.frame.toString())).toEqual(
+        viaObject.history.since([channel], 0).events.map((e) => e.frame.toString()),
+      );
+      expect(viaFacts.snapshots.get(5)).toEqual({ ...viaObject.snapshots.get(5), timestamp: expect.any(String) as unknown });
     }
   });
 

@@ -1,9 +1,11 @@
+import { isoTime } from '../common/iso-time';
 import { Slab } from '../common/slab';
 import { ENDPOINT_KINDS, type EndpointKind } from '../metrics/metric-names';
 import { ChannelHistory, type HistoryOptions } from './channel-history';
 import { ExecutionSnapshots } from './execution-snapshots';
+import { IdWindow } from './id-window';
 import { KnownEventType } from './frame-types';
-import type { HubEvent, Subscriber } from './hub-event';
+import type { HubEvent, ObjectFacts, Subscriber } from './hub-event';
 
 /** What the hub reports; implemented by the metrics service, a no-op in unit tests. */
 export interface HubStats {
@@ -73,11 +75,8 @@ export class Hub {
   readonly history: ChannelHistory;
   readonly snapshots = new ExecutionSnapshots();
   private readonly channels = new Map<string, Channel>();
-  private readonly seenIds = new Set<string>();
-  /** The ids in `seenIds`, oldest first, as a ring: evicting the oldest is one array read (a Set's own iteration
-   * order costs a walk over every deleted entry until the table is rebuilt: it was a third of a replay's CPU). */
-  private readonly idRing: Array<string | undefined>;
-  private idRingNext = 0;
+  /** The last DEDUP_WINDOW message ids. */
+  private readonly seenIds: IdWindow;
   private readonly dirty = new Set<Channel>();
   private flushTimer: NodeJS.Timeout | undefined;
   /** Without a broker, positions start from the clock so a restarted process never reuses an old position. */
@@ -93,7 +92,7 @@ export class Hub {
     private readonly stats: HubStats = NO_STATS,
   ) {
     this.history = new ChannelHistory(options.history, options.externalPositions ? undefined : this.nextPosition - 1);
-    this.idRing = new Array<string | undefined>(options.dedupWindow);
+    this.seenIds = new IdWindow(options.dedupWindow);
   }
 
   /** The broker consumer learnt where it starts reading: every event after `startFloor` will pass through here. */
@@ -155,24 +154,57 @@ export class Hub {
    * Returns the event, or undefined when it was a duplicate.
    */
   publish(channel: string, body: Record<string, unknown>, meta: PublishMeta = {}): HubEvent | undefined {
-    if (meta.messageId !== undefined && !this.rememberId(meta.messageId)) {
+    if (meta.messageId !== undefined && !this.seenIds.add(meta.messageId)) {
       this.stats.duplicate();
       return undefined;
     }
     const now = Date.now();
     const position = meta.position ?? this.nextPosition++;
     const atMs = meta.createdAtMs ?? meta.publishedAtMs ?? now;
-    const event: HubEvent = {
-      channel,
-      position,
-      frame: (meta.raw !== undefined ? spliceFrame(meta.raw, body, channel, position, atMs) : undefined) ?? buildFrame(body, channel, position, atMs),
-      publishedAtMs: meta.publishedAtMs,
-      receivedAtMs: now,
-    };
+    const spliced = meta.raw !== undefined ? spliceFrame(meta.raw, body, channel, position, atMs) : undefined;
+    if (spliced !== undefined) return this.accept(channel, position, spliced, body, meta.publishedAtMs, now, frames.lastStore, frames.lastOffset);
+    return this.accept(channel, position, buildFrame(body, channel, position, atMs), body, meta.publishedAtMs, now);
+  }
+
+  /**
+   * `publish` for a broker message's JSON object, checked but not parsed (`raw`, and what the hub asks of it in
+   * `facts`): the same frame, history, snapshot and de-duplication as `publish(channel, JSON.parse(raw), { raw, … })`.
+   * The object is parsed only when an execution snapshot uses the event or the frame cannot be spliced from `raw`.
+   */
+  publishReceived(channel: string, raw: Buffer, facts: ObjectFacts, meta: Omit<PublishMeta, 'raw'> = {}): HubEvent | undefined {
+    if (meta.messageId !== undefined && !this.seenIds.add(meta.messageId)) {
+      this.stats.duplicate();
+      return undefined;
+    }
+    const now = Date.now();
+    const position = meta.position ?? this.nextPosition++;
+    const atMs = meta.createdAtMs ?? meta.publishedAtMs ?? now;
+    let body = this.snapshots.uses(channel, facts.type) ? parseObject(raw) : undefined;
+    const spliced = spliceable(facts.type, facts.channel, facts.position, facts.timestamp, facts.data) ? spliceBytes(raw, channel, position, atMs, facts.timestamp === undefined) : undefined;
+    if (spliced !== undefined) return this.accept(channel, position, spliced, body, meta.publishedAtMs, now, frames.lastStore, frames.lastOffset);
+    body ??= parseObject(raw);
+    return this.accept(channel, position, buildFrame(body, channel, position, atMs), body, meta.publishedAtMs, now);
+  }
+
+  /**
+   * Keep and fan out a published event; `body` (when parsed) updates the execution snapshots. `store` and `offset`:
+   * where the frame lies, when the caller knows (a frame cut from `frames`).
+   */
+  private accept(
+    channel: string,
+    position: number,
+    frame: Buffer,
+    body: Record<string, unknown> | undefined,
+    publishedAtMs: number | undefined,
+    now: number,
+    store?: ArrayBufferLike,
+    offset?: number,
+  ): HubEvent {
+    const event: HubEvent = { channel, position, frame, publishedAtMs, receivedAtMs: now };
     this.published++;
     this.lastEventAtMs = now;
-    this.history.append(event);
-    this.snapshots.apply(channel, body);
+    this.history.append(event, store, offset);
+    if (body !== undefined) this.snapshots.apply(channel, body);
     if (this.positionWaiters.size > 0) for (const w of this.positionWaiters) if (position >= w.position) w.done();
     const ch = this.channels.get(channel);
     if (ch !== undefined) this.fanOut(ch, event);
@@ -289,24 +321,12 @@ export class Hub {
       }
     }
   }
-
-  private rememberId(id: string): boolean {
-    if (this.options.dedupWindow === 0) return true;
-    const size = this.seenIds.size;
-    this.seenIds.add(id);
-    if (this.seenIds.size === size) return false; // seen before (one lookup instead of has + add)
-    const oldest = this.idRing[this.idRingNext];
-    if (oldest !== undefined) this.seenIds.delete(oldest);
-    this.idRing[this.idRingNext] = id;
-    this.idRingNext = (this.idRingNext + 1) % this.idRing.length;
-    return true;
-  }
 }
 
 /** The frame: the publisher's object plus `channel`, `position`, a `timestamp` when it has none, `data` on notifications. */
 function buildFrame(body: Record<string, unknown>, channel: string, position: number, atMs: number): Buffer {
   const out: Record<string, unknown> = { ...body, channel, position };
-  if (typeof out.timestamp !== 'string') out.timestamp = new Date(atMs).toISOString();
+  if (typeof out.timestamp !== 'string') out.timestamp = isoTime(atMs);
   if (body.type === KnownEventType.SystemNotification && out.data === undefined) {
     // The frontend's notification bell reads `data`; older code reads the flat fields: send both.
     out.data = { level: body.level, title: body.title, message: body.message };
@@ -324,22 +344,37 @@ const CLOSE_BRACE = 0x7d;
  */
 function spliceFrame(raw: Buffer, body: Record<string, unknown>, channel: string, position: number, atMs: number): Buffer | undefined {
   const stamp = body.timestamp;
-  if ((stamp !== undefined && typeof stamp !== 'string') || 'channel' in body || 'position' in body) return undefined;
   if (stamp === undefined && 'timestamp' in body) return undefined;
-  if (body.type === KnownEventType.SystemNotification && body.data === undefined) return undefined;
+  const timestamp = stamp === undefined ? undefined : typeof stamp === 'string' ? 'string' : 'other';
+  if (!spliceable(body.type, 'channel' in body, 'position' in body, timestamp, body.data !== undefined)) return undefined;
+  return spliceBytes(raw, channel, position, atMs, stamp === undefined);
+}
+
+/** Whether `spliceBytes` makes the frame `buildFrame` would, for a body with these members. */
+function spliceable(type: unknown, hasChannel: boolean, hasPosition: boolean, timestamp: ObjectFacts['timestamp'], hasData: boolean): boolean {
+  if (timestamp === 'other' || hasChannel || hasPosition) return false;
+  return !(type === KnownEventType.SystemNotification && !hasData);
+}
+
+/** The received JSON object's bytes up to its closing brace, then `channel`, `position` and, when asked, `timestamp`. */
+function spliceBytes(raw: Buffer, channel: string, position: number, atMs: number, withTimestamp: boolean): Buffer | undefined {
   let end = raw.length - 1;
   while (end > 0 && raw[end] !== CLOSE_BRACE) end--;
   if (end <= 1) return undefined;
   // An empty object is not a valid event (no `type`), so there is always a member before the brace. One allocation:
   // the tail is ASCII (a channel name matches CHANNEL_PATTERN), so its length in bytes is its length in characters.
-  const tail =
-    stamp === undefined
-      ? `,"channel":"${channel}","position":${position},"timestamp":"${new Date(atMs).toISOString()}"}`
-      : `,"channel":"${channel}","position":${position}}`;
+  const tail = withTimestamp
+    ? `,"channel":"${channel}","position":${position},"timestamp":"${isoTime(atMs)}"}`
+    : `,"channel":"${channel}","position":${position}}`;
   const frame = frames.alloc(end + tail.length);
   raw.copy(frame, 0, 0, end);
   frame.write(tail, end, 'latin1');
   return frame;
+}
+
+/** A received body checked to be a JSON object (by the broker consumer), parsed. */
+function parseObject(raw: Buffer): Record<string, unknown> {
+  return JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
 }
 
 /** Frames built from received bytes: kept by the history, so they share slabs with each other only. */

@@ -11,7 +11,7 @@ import { Hub } from '../hub/hub';
 import { RealtimeMetrics } from '../metrics/realtime-metrics.service';
 import { brokerNodeOf } from './broker-node';
 import { declareDeadLetterPath, declareStream } from './broker-topology';
-import { brokerNames, classify, DEAD_LETTER_REASON_HEADER, publishedAtMs } from './message-policy';
+import { brokerNames, classify, classifyReceived, DEAD_LETTER_REASON_HEADER, publishedAtMs } from './message-policy';
 
 import { decodeRecord, encodeRecord, type StreamRecord } from './amqp10';
 import { StreamConnection, type Chunk, type OffsetSpec, type StreamAddress } from './stream-connection';
@@ -764,17 +764,17 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     }
     // Counted once it is not a marker: markers are this service's bookkeeping, not messages.
     this.consumedInChunk++;
-    const c = classify(rec.routingKey, rec.body, this.config.BROKER_MAX_MESSAGE_BYTES);
+    // Checked, not parsed: the hub parses the body only if it needs the object.
+    const c = classifyReceived(rec.routingKey, rec.body, this.config.BROKER_MAX_MESSAGE_BYTES);
     if (!c.ok) {
       this.logger.debug({ reason: c.reason, offset }, 'skipping an invalid stream message (dead-lettered by the validator)');
       this.hub.skipPosition(offset);
       return;
     }
     const at = publishedAtMs(rec.publishedAtHeader, rec.timestampSeconds);
-    const event = this.hub.publish(c.channel, c.body, {
+    const event = this.hub.publishReceived(c.channel, rec.body, c.facts, {
       messageId: rec.messageId,
       position: offset,
-      raw: rec.body,
       createdAtMs: at,
       // Replayed history is not live: it would swamp the latency histogram with its age.
       publishedAtMs: this.state.brokerCaughtUp ? at : undefined,

@@ -1,4 +1,5 @@
-import { classify, publishedAtMs } from './message-policy';
+import fc from 'fast-check';
+import { classify, classifyReceived, publishedAtMs } from './message-policy';
 
 describe('broker message policy', () => {
   const ok = Buffer.from('{"type":"log_entry","message":"x"}');
@@ -14,6 +15,25 @@ describe('broker message policy', () => {
     ['execution.1', Buffer.alloc(2000, 32), 'too_large'],
   ])('classifies %s %s as %s', (key, body, reason) => {
     expect(classify(key, body, 1024)).toMatchObject({ ok: false, reason });
+    expect(classifyReceived(key, body, 1024)).toEqual({ ok: false, reason });
+  });
+
+  it('gives the stream reader the same verdict and reason as classify, for any body', () => {
+    const body = fc.oneof(
+      fc.json(),
+      fc.jsonValue().map((v) => JSON.stringify({ type: v, message: 'm' })),
+      fc.string({ unit: fc.constantFrom('{', '}', '"', ':', ',', 't', 'y', 'p', 'e', '1', ' ', '[', ']') }),
+    );
+    fc.assert(
+      fc.property(fc.constantFrom('execution.1', 'monitor', 'nope'), body, (key, text) => {
+        const expected = classify(key, Buffer.from(text), 200);
+        const got = classifyReceived(key, Buffer.from(text), 200);
+        expect(got.ok).toBe(expected.ok);
+        if (!expected.ok && !got.ok) expect(got.reason).toBe(expected.reason);
+        if (expected.ok && got.ok) expect(got.facts.type).toBe(expected.body.type);
+      }),
+      { numRuns: 3000 },
+    );
   });
 
   it('accepts a JSON object with a string type on a channel routing key', () => {

@@ -1,4 +1,5 @@
-import { isChannel } from '../hub/hub-event';
+import { isChannel, type ObjectFacts } from '../hub/hub-event';
+import { scanJson } from './json-scan';
 
 /** Why a broker message was refused: the `x-ansflow-dead-letter-reason` header and the metric label. */
 export type DeadLetterReason = 'invalid_json' | 'not_an_object' | 'missing_type' | 'unknown_channel' | 'too_large';
@@ -24,6 +25,25 @@ export function classify(routingKey: string, content: Buffer, maxBytes: number):
   const type = (body as { type?: unknown }).type;
   if (typeof type !== 'string' || type.length === 0) return { ok: false, reason: 'missing_type', detail: 'no string "type"' };
   return { ok: true, channel: routingKey, body: body as Record<string, unknown> & { type: string } };
+}
+
+/**
+ * `classify` for the stream reader, which reads every message of the stream, at start-up a million of them: the same
+ * checks in the same order, giving the same verdict and reason, but the body is only checked, not parsed (see
+ * json-scan.ts); the hub parses it when it needs the object. No detail: the reader skips invalid messages silently.
+ */
+export function classifyReceived(
+  routingKey: string,
+  content: Buffer,
+  maxBytes: number,
+): { ok: true; channel: string; facts: ObjectFacts } | { ok: false; reason: DeadLetterReason } {
+  if (content.length > maxBytes) return { ok: false, reason: 'too_large' };
+  if (!isChannel(routingKey)) return { ok: false, reason: 'unknown_channel' };
+  const facts = scanJson(content);
+  if (facts === 'invalid') return { ok: false, reason: 'invalid_json' };
+  if (facts === 'value') return { ok: false, reason: 'not_an_object' };
+  if (facts.type === undefined || facts.type.length === 0) return { ok: false, reason: 'missing_type' };
+  return { ok: true, channel: routingKey, facts };
 }
 
 /**

@@ -52,6 +52,22 @@ describe('DigestBuilder and decodeDigest', () => {
     expect(texts(b.take(-1)!)).toEqual([big, big, big]);
   });
 
+  it('decodes each digest right when they follow one another (the records array is reused)', () => {
+    const { buf, ranges } = records('one', 'two', 'three');
+    const first = new DigestBuilder();
+    first.add(0, buf, ranges[0]);
+    first.add(1, buf, undefined);
+    first.add(2, buf, ranges[1]);
+    const second = new DigestBuilder();
+    second.add(7, buf, undefined);
+    second.add(8, buf, ranges[2]);
+    const a = first.take(-1)!;
+    const b = second.take(-1)!;
+    expect(texts(a)).toEqual(['one', undefined, 'two']);
+    expect(texts(b)).toEqual([undefined, 'three']);
+    expect(texts(a)).toEqual(['one', undefined, 'two']);
+  });
+
   it('refuses what is not a well-formed digest', () => {
     const { buf, ranges } = records('hello', 'world');
     const b = new DigestBuilder();

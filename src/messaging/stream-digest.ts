@@ -19,23 +19,42 @@ export const MAX_DIGEST_BYTES = 1 << 20;
 export interface Digest {
   firstOffset: number;
   buf: Buffer;
-  /** Each record as [start, end) into `buf`; undefined for an offset without an event (see above). */
+  /**
+   * Each record as [start, end) into `buf`; undefined for an offset without an event (see above). Valid until the
+   * next `decodeDigest`, which reuses the array and its pairs: copy what must be kept.
+   */
   records: Array<[number, number] | undefined>;
 }
+
+/**
+ * The array and the [start, end) pairs `decodeDigest` fills, reused from one digest to the next: a replay reads a
+ * digest to its end before it decodes the next, and a fresh pair per record lived through a collection or two (a
+ * digest is processed over several) and was then promoted, a million of them per million events.
+ */
+const records: Array<[number, number] | undefined> = [];
+const pairs: Array<[number, number] | undefined> = [];
 
 /** Read a digest's body; undefined when it is not one (bad magic, truncated, lengths past its end). */
 export function decodeDigest(body: Buffer): Digest | undefined {
   if (body.length < HEADER_BYTES || body.readUInt32BE(0) !== MAGIC) return undefined;
   const firstOffset = Number(body.readBigUInt64BE(4));
   const count = body.readUInt32BE(12);
-  const records = new Array<[number, number] | undefined>(count);
+  // Each record takes at least its 4-byte length: a count beyond that is a lie (checked before the array grows).
+  if (HEADER_BYTES + 4 * count > body.length) return undefined;
+  records.length = count;
   let p = HEADER_BYTES;
   for (let i = 0; i < count; i++) {
     if (p + 4 > body.length) return undefined;
     const n = body.readUInt32BE(p);
     p += 4;
     if (p + n > body.length) return undefined;
-    records[i] = n === 0 ? undefined : [p, p + n];
+    if (n === 0) records[i] = undefined;
+    else {
+      const pair = (pairs[i] ??= [0, 0]);
+      pair[0] = p;
+      pair[1] = p + n;
+      records[i] = pair;
+    }
     p += n;
   }
   return p === body.length ? { firstOffset, buf: body, records } : undefined;
