@@ -85,9 +85,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private readonly markers = new Map<string, () => void>();
   private syncWaiters: Array<() => void> = [];
   private syncInFlight = false;
-  /** The latest valid message not yet acknowledged by the validator, and the turn that will acknowledge it. */
-  private validAck: { ch: ConfirmChannel; msg: ConsumeMessage } | undefined;
-  private validAckTimer: NodeJS.Immediate | undefined;
+  /** Valid messages the validator has not yet acknowledged (one `multiple` ack per turn, see ackValid). */
+  private readonly validAcks = new TurnAcks();
   /** Records consumed and events published while handling the current chunk (metrics, added once per chunk). */
   private consumedInChunk = 0;
   /** The first chunk of the current subscription has been logged. */
@@ -124,9 +123,8 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private tailConsuming = false;
   private tailSetups = 0;
   private tailStartLogged = false;
-  /** The latest tail delivery not yet acknowledged (one `multiple` ack per turn, as for the validator). */
-  private tailAck: { ch: Channel; msg: ConsumeMessage } | undefined;
-  private tailAckTimer: NodeJS.Immediate | undefined;
+  /** The tail's deliveries not yet acknowledged (one `multiple` ack per turn: the consumer's credit). */
+  private readonly tailAcks = new TurnAcks();
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -201,14 +199,14 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.stopping = true;
     this.stream?.close();
     this.digestConn?.close();
-    this.flushTailAck();
+    this.tailAcks.flush();
     const tailClosed = this.tailChannel?.close().catch(() => undefined);
     try {
       if (this.validatorCurrent !== undefined && this.validateTag !== undefined) await this.validatorCurrent.cancel(this.validateTag);
     } catch {
       // The channel is already gone (broker down): nothing more will be delivered.
     }
-    this.flushValidAcks();
+    this.validAcks.flush();
     // Dead letters, and the digests, which follow one another (each confirmed write starts the next).
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
     await this.channel?.close().catch(() => undefined);
@@ -679,7 +677,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       return;
     }
     if (ch !== this.tailCurrent) return;
-    this.ackTail(ch, msg);
+    this.tailAcks.add(ch, msg);
     const offset = deliveryOffset(msg);
     if (offset === undefined) {
       this.logger.error({ routingKey: msg.fields.routingKey }, 'stream delivery without an offset skipped');
@@ -702,26 +700,6 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       body: msg.content,
     });
     this.processRecords(bytes, offset, [[0, bytes.length]], this.digestEvents > 0);
-  }
-
-  /** Acknowledge the tail's deliveries once per turn of the event loop, with one `multiple` ack (its credit). */
-  private ackTail(ch: Channel, msg: ConsumeMessage): void {
-    if (this.tailAck !== undefined && this.tailAck.ch !== ch) this.flushTailAck();
-    this.tailAck = { ch, msg };
-    this.tailAckTimer ??= setImmediate(() => this.flushTailAck());
-  }
-
-  private flushTailAck(): void {
-    if (this.tailAckTimer !== undefined) clearImmediate(this.tailAckTimer);
-    this.tailAckTimer = undefined;
-    const pending = this.tailAck;
-    this.tailAck = undefined;
-    if (pending === undefined) return;
-    try {
-      pending.ch.ack(pending.msg, true);
-    } catch {
-      // The channel closed meanwhile: the consumer starts again from the next offset, nothing is lost.
-    }
   }
 
   /** A chunk that should never come: it starts beyond the next offset (offsets never read), or has an older epoch. */
@@ -791,7 +769,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       this.ackValid(ch, msg);
       return;
     }
-    this.flushValidAcks(); // the valid ones before it are settled before this one is held back
+    this.validAcks.flush(); // the valid ones before it are settled before this one is held back
     this.metrics.deadLettered.inc({ reason: c.reason });
     this.logger.warn(
       { reason: c.reason, detail: c.detail, routingKey: msg.fields.routingKey.slice(0, 100), messageId: msg.properties.messageId },
@@ -822,28 +800,12 @@ export class BrokerConsumer implements OnApplicationBootstrap {
    * `multiple` ack would settle that message too before its dead letter is safe, so those turns ack one by one.
    */
   private ackValid(ch: ConfirmChannel, msg: ConsumeMessage): void {
-    if (this.validAck !== undefined && this.validAck.ch !== ch) this.flushValidAcks();
     if (this.inflight.size > 0) {
-      this.flushValidAcks();
+      this.validAcks.flush();
       ch.ack(msg);
       return;
     }
-    this.validAck = { ch, msg };
-    this.validAckTimer ??= setImmediate(() => this.flushValidAcks());
-  }
-
-  private flushValidAcks(): void {
-    if (this.validAckTimer !== undefined) clearImmediate(this.validAckTimer);
-    this.validAckTimer = undefined;
-    const pending = this.validAck;
-    this.validAck = undefined;
-    if (pending === undefined) return;
-    try {
-      pending.ch.ack(pending.msg, true);
-    } catch (err) {
-      // The channel closed meanwhile: the broker gives the messages to the next active validator, nothing is lost.
-      this.logger.debug({ err: err instanceof Error ? err.message : String(err) }, 'validator ack on a closed channel');
-    }
+    this.validAcks.add(ch, msg);
   }
 
   private caughtUp(): void {
@@ -858,6 +820,35 @@ export class BrokerConsumer implements OnApplicationBootstrap {
     this.readingSinceMs = undefined;
     this.logger.info({ position: this.hub.latestPosition, replayMs, fromDigests: this.replayedFromDigests }, 'event stream caught up');
     this.state.notifyCaughtUp();
+  }
+}
+
+/**
+ * Acknowledges a consumer's deliveries once per turn of the event loop, with one `multiple` ack of the latest (an ack
+ * frame per message was a socket write per event). A delivery on another channel first settles the earlier one's.
+ */
+class TurnAcks {
+  private pending: { ch: Channel; msg: ConsumeMessage } | undefined;
+  private timer: NodeJS.Immediate | undefined;
+
+  add(ch: Channel, msg: ConsumeMessage): void {
+    if (this.pending !== undefined && this.pending.ch !== ch) this.flush();
+    this.pending = { ch, msg };
+    this.timer ??= setImmediate(() => this.flush());
+  }
+
+  flush(): void {
+    if (this.timer !== undefined) clearImmediate(this.timer);
+    this.timer = undefined;
+    const pending = this.pending;
+    this.pending = undefined;
+    if (pending === undefined) return;
+    try {
+      pending.ch.ack(pending.msg, true);
+    } catch {
+      // The channel closed meanwhile: its unacknowledged messages come again (the validator's to the next active
+      // validator, the tail's from the next offset), nothing is lost.
+    }
   }
 }
 
