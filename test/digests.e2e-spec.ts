@@ -17,6 +17,7 @@ import {
   uniqueExchange,
   type ChildService,
 } from './support/broker';
+import { decodeDigest, DigestBuilder } from '../src/messaging/stream-digest';
 import { TestClient, type Frame } from './support/ws-client';
 
 jest.setTimeout(300_000);
@@ -101,6 +102,18 @@ describe('digests of the event stream (issue 11, as deployed)', () => {
     return { recovery, events };
   }
 
+  /** Publish N events while one instance reads them, then stop it with SIGTERM: it writes what it gathered. */
+  async function digestWithOneInstance(exchange: string, N: number): Promise<void> {
+    const a = await spawn(exchange);
+    await publishLikeDjango(ch, exchange, 0, N);
+    await eventually('all events read by A', async () => {
+      const h = (await (await fetch(`${a.url}/health`)).json()) as { history: { events: number } };
+      return h.history.events === N ? true : undefined;
+    });
+    a.proc.kill('SIGTERM');
+    await a.exit;
+  }
+
   it('a restarted instance reads the digests, then the rest from the event stream, and knows exactly what one reading the event stream alone knows', async () => {
     const exchange = uniqueExchange('digests');
     exchanges.push(exchange);
@@ -180,7 +193,7 @@ describe('digests of the event stream (issue 11, as deployed)', () => {
     const svc = await spawn(exchange);
     expect(await digests(svc.url, 'invalid')).toBe(1);
     expect(await digests(svc.url, 'read')).toBe(0);
-    expect(await logLine(svc, 'gap in the digests; reading the event stream from here')).toMatchObject({ digestFrom: 1_000_000_000 });
+    expect(await logLine(svc, 'a digest beyond the event stream; reading the event stream from here')).toMatchObject({ digestFrom: 1_000_000_000 });
     expect(await logLine(svc, 'event stream caught up')).toMatchObject({ fromDigests: 0 });
     const health = (await (await fetch(`${svc.url}/health`)).json()) as { history: { events: number }; websocket: { latest_position: number } };
     expect(health.history.events).toBe(N + 1);
@@ -191,6 +204,68 @@ describe('digests of the event stream (issue 11, as deployed)', () => {
     // The digest far ahead does not count as coverage: this instance digests what it read.
     await eventually('digests written', async () => ((await digests(svc.url, 'written')) >= 1 ? true : undefined), 30_000);
   });
+  it('a gap in the digests filled by a digest written later: the reader skips to it and reads every event from digests', async () => {
+    const exchange = uniqueExchange('digests-gap');
+    exchanges.push(exchange);
+    const N = 3000;
+    await digestWithOneInstance(exchange, N);
+
+    // A's digests, as records by offset.
+    const records = new Map<number, Buffer | undefined>();
+    const reader = await conn.createChannel();
+    await reader.prefetch(100);
+    let lastSeenMs = Date.now();
+    await reader.consume(
+      `${exchange}.replay`,
+      (msg) => {
+        if (msg === null) return;
+        lastSeenMs = Date.now();
+        const d = decodeDigest(msg.content);
+        if (d !== undefined) d.records.forEach((r, i) => records.set(d.firstOffset + i, r === undefined ? undefined : Buffer.from(d.buf.subarray(r[0], r[1]))));
+        reader.ack(msg);
+      },
+      { arguments: { 'x-stream-offset': 'first' } },
+    );
+    await eventually('the replay stream read', () => (Date.now() - lastSeenMs > 1500 ? true : undefined), 30_000);
+    await reader.close();
+    const offsets = [...records.keys()].sort((x, y) => x - y);
+    const first = offsets[0];
+    const last = offsets[offsets.length - 1];
+    expect(offsets.length).toBe(last - first + 1);
+    expect(offsets.length).toBeGreaterThanOrEqual(N);
+
+    // The same records cut in three and written again in the order a dropped digest leaves behind: the first, the
+    // third, then what the instance that read the rest from the event stream wrote later: the second and the third.
+    const cut = (from: number, to: number): Buffer => {
+      const b = new DigestBuilder();
+      for (let o = from; o < to; o++) {
+        const rec = records.get(o);
+        b.add(o, rec ?? Buffer.alloc(0), rec === undefined ? undefined : [0, rec.length]);
+      }
+      return b.take(-1) as Buffer;
+    };
+    const third = Math.floor((last - first + 1) / 3);
+    await ch.deleteQueue(`${exchange}.replay`);
+    await ch.assertQueue(`${exchange}.replay`, { durable: true, arguments: STREAM_ARGS });
+    const [one, two, three] = [cut(first, first + third), cut(first + third, first + 2 * third), cut(first + 2 * third, last + 1)];
+    for (const body of [one, three, two, three]) {
+      ch.publish('', `${exchange}.replay`, body, { persistent: true });
+    }
+    await ch.waitForConfirms();
+
+    const b = await spawn(exchange);
+    expect(await logLine(b, 'gap in the digests; looking further for the digest that fills it')).toMatchObject({ digestFrom: first + 2 * third });
+    const read = await logLine(b, 'digests read; reading the event stream');
+    // Every record from the digests: the first third, then the second once it comes, then the third written after it.
+    expect(read.events).toBe(last - first + 1);
+    expect(await digests(b.url, 'skipped')).toBe(1);
+    const c = await spawn(exchange, { STREAM_DIGEST_EVENTS: '0' });
+    const fromB = await resume(b, 0, N / 10);
+    const fromC = await resume(c, 0, N / 10);
+    expect(fromB.recovery).toMatchObject({ recovered: true, missed: N / 10 });
+    expect(fromB.events).toEqual(fromC.events);
+  });
+
   it('a stream whose segment files roll (RabbitMQ gives one offset of each new file no record) is digested without a gap', async () => {
     const exchange = uniqueExchange('digests-segments');
     exchanges.push(exchange);
@@ -198,15 +273,8 @@ describe('digests of the event stream (issue 11, as deployed)', () => {
     const policy = `${exchange}-segments`;
     await rabbitmqctl('set_policy', '--apply-to', 'queues', policy, `^${exchange.replace(/\./g, '\\.')}\\.stream$`, '{"stream-max-segment-size-bytes":100000}');
     try {
-      const a = await spawn(exchange);
       const N = 3000;
-      await publishLikeDjango(ch, exchange, 0, N);
-      await eventually('all events read by A', async () => {
-        const h = (await (await fetch(`${a.url}/health`)).json()) as { history: { events: number } };
-        return h.history.events === N ? true : undefined;
-      });
-      a.proc.kill('SIGTERM'); // A writes what it gathered before it exits
-      await a.exit;
+      await digestWithOneInstance(exchange, N);
       const b = await spawn(exchange);
       const c = await spawn(exchange, { STREAM_DIGEST_EVENTS: '0' });
       const read = await logLine(b, 'digests read; reading the event stream');

@@ -151,7 +151,7 @@ async function startOnce(ctx: Context, exchange: string, n: number, env: Record<
     if (d !== null) fromDigests = Number(d[1]);
     // Why a digest read ended early (a gap, a stall, a failure), for whoever reads the figures.
     const w =
-      /"msg":"(gap in the digests[^"]*|no digest chunk[^"]*|replay stream reader[^"]*|not a digest[^"]*|digest not written[^"]*|digest dropped[^"]*)"/.exec(
+      /"msg":"(gap in the digests[^"]*|a digest beyond[^"]*|digests still not confirmed[^"]*|no digest chunk[^"]*|replay stream reader[^"]*|not a digest[^"]*|digest not written[^"]*|digest dropped[^"]*)"/.exec(
         out,
       );
     if (w !== null) digestWarning ??= w[1];

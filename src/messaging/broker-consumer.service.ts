@@ -30,6 +30,14 @@ const DIGEST_MAX_DELAY_MS = 5000;
 const DIGEST_STALL_MS = 10_000;
 /** Digests waiting for the one before them to be confirmed, at most (~1 MiB each). */
 const MAX_QUEUED_DIGESTS = 16;
+/**
+ * Queued digests at which the stream reader stops granting credit until one is left. A reader of a stream written in
+ * big chunks outran the broker's confirms of its ~1 MiB digests (a first start on 1,000,000 batched events filled
+ * the queue after ~50,000 events and dropped digests; each drop is a gap every later restart stops at). What the
+ * broker may still send on its credit (500 chunks) gathers into a few more: the queue stays under its bound.
+ */
+const DIGEST_QUEUE_PAUSE = 4;
+const DIGEST_PAUSE_MS = 5000;
 /** Offsets without a record that a digest bridges with empty entries (see gatherRecord). */
 const MAX_SKIPPED_OFFSETS = 64;
 /** Unacknowledged deliveries of the live tail over AMQP 0-9-1 (a stream consumer needs a prefetch: its credit). */
@@ -102,6 +110,13 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   /** Digests taken and not yet confirmed, oldest first (see pumpDigests). */
   private readonly digestQueue: Buffer[] = [];
   private digestWriting = false;
+  /** The stream reader withholds its credit while digests queue up (DIGEST_QUEUE_PAUSE). */
+  private readerPaused = false;
+  private readerPauseTimer: NodeJS.Timeout | undefined;
+  /** Cleared when a pause timed out, until the queue is written: the reading goes on meanwhile. */
+  private readerMayPause = true;
+  /** The next offset at the last gap in the digests logged (one line per gap, not per skipped digest). */
+  private gapLoggedAt: number | undefined;
   /** The highest offset some digest in the replay stream covers (ours included, once written). */
   private covered = -1;
   private digestConn: StreamConnection | undefined;
@@ -406,9 +421,20 @@ export class BrokerConsumer implements OnApplicationBootstrap {
         continue;
       }
       if (digest.firstOffset > (this.nextOffset ?? (this.streamTail ?? -1) + 1)) {
-        // Nobody digested what comes next (every instance was down, or a write failed): the event stream has it.
-        this.logger.info({ nextOffset: this.nextOffset, digestFrom: digest.firstOffset }, 'gap in the digests; reading the event stream from here');
-        this.finishDigestReplay();
+        if (this.nextOffset === undefined || this.streamTail === undefined || digest.firstOffset > this.streamTail + 1) {
+          // Not of this stream (one deleted and declared again leaves such digests behind): the event stream has it all.
+          this.logger.info({ nextOffset: this.nextOffset, digestFrom: digest.firstOffset, streamTail: this.streamTail }, 'a digest beyond the event stream; reading the event stream from here');
+          this.finishDigestReplay();
+          continue;
+        }
+        // A gap: nobody digested what comes next yet (a digest dropped, an instance killed before it wrote). The
+        // instance that read those events from the event stream wrote them later, so the digest that fills the gap
+        // may come further on: skip the ones after it until then (their header only), up to the marker at the end.
+        this.metrics.digests.inc({ outcome: 'skipped' });
+        if (this.gapLoggedAt !== this.nextOffset) {
+          this.gapLoggedAt = this.nextOffset;
+          this.logger.info({ nextOffset: this.nextOffset, digestFrom: digest.firstOffset }, 'gap in the digests; looking further for the digest that fills it');
+        }
         continue;
       }
       this.metrics.digests.inc({ outcome: 'read' });
@@ -429,6 +455,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       try {
         const conn = await StreamConnection.open(address, { heartbeatSeconds: 5, timeoutMs: 5000, name: `${this.config.SERVICE_NAME} reader` });
         this.stream = conn;
+        this.resumeReader(); // a pause was the previous connection's
         const closed = new Promise<Error | undefined>((resolve) => conn.onClose(resolve));
         await this.subscribe(conn);
         failures = 0;
@@ -580,7 +607,30 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       return;
     }
     this.digestQueue.push(body);
+    if (this.digestQueue.length >= DIGEST_QUEUE_PAUSE && this.stream !== undefined && !this.readerPaused && this.readerMayPause) this.pauseReader(this.stream);
     this.pumpDigests();
+  }
+
+  /**
+   * Stop reading the event stream until the queued digests are written. At most DIGEST_PAUSE_MS at a time: a broker
+   * that holds publishers back (a memory alarm) or never confirms must not stop the delivery of what the stream holds.
+   */
+  private pauseReader(conn: StreamConnection): void {
+    conn.pause();
+    this.readerPaused = true;
+    this.readerPauseTimer = setTimeout(() => {
+      this.logger.warn({ queued: this.digestQueue.length, pausedMs: DIGEST_PAUSE_MS }, 'digests still not confirmed; reading the event stream on');
+      this.readerMayPause = false;
+      this.resumeReader();
+    }, DIGEST_PAUSE_MS);
+    this.readerPauseTimer.unref();
+  }
+
+  private resumeReader(): void {
+    if (!this.readerPaused) return;
+    this.readerPaused = false;
+    clearTimeout(this.readerPauseTimer);
+    this.stream?.resume();
   }
 
   /**
@@ -596,10 +646,15 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       () => {
         this.digestQueue.shift();
         this.metrics.digests.inc({ outcome: 'written' });
+        if (this.digestQueue.length <= 1) {
+          this.readerMayPause = true;
+          this.resumeReader();
+        }
       },
       (err: unknown) => {
         this.metrics.digests.inc({ outcome: 'write_failed' });
         this.logger.warn({ err: err instanceof Error ? err.message : String(err), range: digestRange(body) }, 'digest not written; writing it again');
+        this.resumeReader(); // the events come first: past MAX_QUEUED_DIGESTS a digest is dropped, not the reading
         return this.stopping ? undefined : sleep(RECONNECT_DELAY_MS);
       },
     );

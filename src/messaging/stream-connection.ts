@@ -76,6 +76,8 @@ export class StreamConnection {
   /** Chunks handled since the last credit was sent, and how many to gather before sending it. */
   private handled = 0;
   private creditBatch = 1;
+  /** While paused, handled chunks are not credited back: the broker stops once the credit it holds is spent. */
+  private paused = false;
   private tuned: (() => void) | undefined;
 
   private constructor(
@@ -111,6 +113,24 @@ export class StreamConnection {
       throw err;
     } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Stop granting credit: the broker sends what the credit it already holds allows (at most `initialCredit` chunks),
+   * then waits. For a reader whose consumer cannot keep up (the digests it writes, see BrokerConsumerService).
+   */
+  pause(): void {
+    this.paused = true;
+  }
+
+  /** Grant the credit of the chunks handled meanwhile: delivery goes on. */
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (this.handled > 0 && !this.closed) {
+      this.credit(this.handled);
+      this.handled = 0;
     }
   }
 
@@ -251,7 +271,7 @@ export class StreamConnection {
    * (a write per chunk of ~20 records was a fifth of a replay's CPU).
    */
   private creditHandled(): void {
-    if (this.handled > 0 && this.handled >= this.creditBatch) {
+    if (!this.paused && this.handled > 0 && this.handled >= this.creditBatch) {
       this.credit(this.handled);
       this.handled = 0;
     }
