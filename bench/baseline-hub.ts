@@ -15,7 +15,9 @@
  * Not here (the service has them, the benchmark does not exercise them): history/resume, monitor
  * subscriptions, client frames, limits, metrics, health details.
  *
- * Env: PORT, RABBITMQ_URL, RABBITMQ_EXCHANGE, DJANGO_SECRET_KEY.
+ * Env: PORT, RABBITMQ_URL, RABBITMQ_EXCHANGE, DJANGO_SECRET_KEY; `BASELINE_SOURCE=stream` (`--baseline-env`) reads a
+ * stream bound to the exchange, `<exchange>.stream`, from its next offset, instead of its own classic queue: the
+ * service's transport (it reads its stream over AMQP 0-9-1 once caught up), so the two hubs differ by their own work only.
  */
 import { createSecretKey } from 'node:crypto';
 import { createServer, type IncomingMessage } from 'node:http';
@@ -156,14 +158,23 @@ async function main(): Promise<void> {
   const conn = await amqp.connect(rabbitUrl, { noDelay: true });
   const ch = await conn.createChannel();
   await ch.assertExchange(exchange, 'topic', { durable: true });
-  const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true });
+  const fromStream = process.env.BASELINE_SOURCE === 'stream';
+  // The stream as the service declares it by default (a declaration must match an existing one's arguments).
+  const streamArgs = { 'x-queue-type': 'stream', 'x-max-age': '24h', 'x-max-length-bytes': 2_000_000_000 };
+  const { queue } = fromStream
+    ? await ch.assertQueue(`${exchange}.stream`, { durable: true, arguments: streamArgs })
+    : await ch.assertQueue('', { exclusive: true, autoDelete: true });
   await ch.bindQueue(queue, exchange, '#');
   await ch.prefetch(1000);
-  await ch.consume(queue, (msg) => {
-    if (!msg) return;
-    dispatch(msg.fields.routingKey, msg.content);
-    ch.ack(msg);
-  });
+  await ch.consume(
+    queue,
+    (msg) => {
+      if (!msg) return;
+      dispatch(msg.fields.routingKey, msg.content);
+      ch.ack(msg);
+    },
+    fromStream ? { arguments: { 'x-stream-offset': 'next' } } : {},
+  );
 
   const server = createServer((req, res) => {
     if (req.url === '/health') {

@@ -198,6 +198,7 @@ async function main(): Promise<void> {
       repoRoot: opts.serviceRoot === undefined ? repoRoot : resolve(opts.serviceRoot),
       logDir: join(repoRoot, 'bench', 'results', 'logs'),
       extraEnv: opts.serviceEnv,
+      baselineEnv: opts.baselineEnv,
       nodeArgs: opts.serviceNodeArgs,
     },
     runId,
@@ -236,7 +237,8 @@ async function main(): Promise<void> {
   console.log(
     `\nansflow-realtime benchmark ${when}: ${m.nproc} cores (${m.cpu}), ${m.memory_gb} GB, ${m.os}, Node ${m.node};` +
       ` load generator on the same machine; run took ${seconds.toFixed(0)} s${opts.quick ? ' (--quick)' : ''};` +
-      ` load average before ${loadAtStart.loadavg1}${opts.repeat > 1 ? `; medians of ${runs.length} runs` : ''}\n`,
+      ` load average before ${loadAtStart.loadavg1}${opts.repeat > 1 ? `; medians of ${runs.length} runs` : ''}` +
+      `${opts.baselineEnv.BASELINE_SOURCE === 'stream' ? '; the baseline hub reads a stream (BASELINE_SOURCE=stream)' : ''}\n`,
   );
   console.log(renderTable(rows));
   const out = resolve(repoRoot, opts.json);

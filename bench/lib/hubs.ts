@@ -18,6 +18,8 @@ export interface HubOptions {
   logDir: string;
   /** Extra environment for the service (`--service-env K=V`). */
   extraEnv: Record<string, string>;
+  /** Extra environment for the baseline hub (`--baseline-env K=V`). */
+  baselineEnv: Record<string, string>;
   /** Node flags for the service process (`--service-node-args`). */
   nodeArgs: string[];
   /** Preload `probe.js` (event-loop delay and GC pauses, read with `probeMark` / `probeRead`). */
@@ -82,7 +84,7 @@ export class Hub {
       WS_MAX_CONNECTIONS: '25000',
       WS_MAX_CONNECTIONS_PER_IP: '100000',
       WS_MAX_CONNECTIONS_PER_USER: '100000',
-      ...(kind === 'service' ? opts.extraEnv : {}),
+      ...(kind === 'service' ? opts.extraEnv : opts.baselineEnv),
     };
     const script = kind === 'service' ? join(opts.repoRoot, 'dist', 'main.js') : join(__dirname, '..', 'baseline-hub.js');
     mkdirSync(opts.logDir, { recursive: true });

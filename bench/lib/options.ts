@@ -15,6 +15,7 @@ export interface Options {
   apiKey: string;
   rabbitUrl: string;
   serviceEnv: Record<string, string>;
+  baselineEnv: Record<string, string>;
   /** Node flags for the service process, e.g. `--cpu-prof` (not allowed in NODE_OPTIONS). */
   serviceNodeArgs: string[];
   /** Run the service built in this folder (its dist/main.js), e.g. an earlier commit, for a before/after. */
@@ -75,6 +76,8 @@ const HELP = `npm run bench -- [flags]
   --startup-fill LIST    startup: batched (confirms per 10,000: big chunks, the broker's best case), publishers
                          (8 publishers awaiting each confirm, as Django does: small chunks) (default both)
   --service-env K=V      extra environment for the service (repeatable)
+  --baseline-env K=V     extra environment for the baseline hub (repeatable): BASELINE_SOURCE=stream reads a stream
+                         over AMQP 0-9-1, the service's transport, instead of a classic queue
   --service-node-args S  node flags for the service, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
   --service-root DIR     run the service built in DIR (DIR/dist/main.js: another commit, for a before/after)`;
 
@@ -90,6 +93,7 @@ export function parseOptions(argv: string[]): Options {
     apiKey: 'bench-publish-key',
     rabbitUrl: process.env.RABBITMQ_URL ?? 'amqp://guest:guest@127.0.0.1:5672',
     serviceEnv: {},
+    baselineEnv: {},
     serviceNodeArgs: [],
     serviceRoot: undefined,
     modes: ['fresh', 'history'],
@@ -208,10 +212,11 @@ export function parseOptions(argv: string[]): Options {
       case '--service-node-args':
         o.serviceNodeArgs = v.split(' ').filter(Boolean);
         break;
-      case '--service-env': {
+      case '--service-env':
+      case '--baseline-env': {
         const eq = v.indexOf('=');
-        if (eq < 1) throw new Error(`--service-env wants K=V, got ${v}`);
-        o.serviceEnv[v.slice(0, eq)] = v.slice(eq + 1);
+        if (eq < 1) throw new Error(`${flag} wants K=V, got ${v}`);
+        (flag === '--service-env' ? o.serviceEnv : o.baselineEnv)[v.slice(0, eq)] = v.slice(eq + 1);
         break;
       }
       default:
