@@ -110,8 +110,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   /** Digests taken and not yet confirmed, oldest first (see pumpDigests). */
   private readonly digestQueue: Buffer[] = [];
   private digestWriting = false;
-  /** The stream reader withholds its credit while digests queue up (DIGEST_QUEUE_PAUSE). */
-  private readerPaused = false;
+  /** Set while the stream reader withholds its credit because digests queue up (DIGEST_QUEUE_PAUSE): its time limit. */
   private readerPauseTimer: NodeJS.Timeout | undefined;
   /** Cleared when a pause timed out, until the queue is written: the reading goes on meanwhile. */
   private readerMayPause = true;
@@ -408,22 +407,20 @@ export class BrokerConsumer implements OnApplicationBootstrap {
         continue;
       }
       const range = digestRange(rec.body);
-      const digest = range !== undefined && this.digestReplaying ? decodeDigest(rec.body) : undefined;
-      if (range === undefined || (this.digestReplaying && digest === undefined)) {
-        this.metrics.digests.inc({ outcome: 'invalid' });
-        this.logger.warn({ bytes: rec.body.length }, 'not a digest in the replay stream; skipped');
+      if (range === undefined) {
+        this.invalidDigest(rec.body);
         continue;
       }
-      if (digest === undefined) {
+      if (!this.digestReplaying) {
         // Someone's digest: it counts as coverage only where it joins what this instance has read or seen covered, so
         // a digest far ahead (a mistake, or a forgery) cannot stop this instance from writing what comes before it.
         if (range.first <= Math.max(this.covered, (this.nextOffset ?? 0) - 1) + 1) this.covered = Math.max(this.covered, range.last);
         continue;
       }
-      if (digest.firstOffset > (this.nextOffset ?? (this.streamTail ?? -1) + 1)) {
-        if (this.nextOffset === undefined || this.streamTail === undefined || digest.firstOffset > this.streamTail + 1) {
+      if (range.first > (this.nextOffset ?? (this.streamTail ?? -1) + 1)) {
+        if (this.nextOffset === undefined || this.streamTail === undefined || range.first > this.streamTail + 1) {
           // Not of this stream (one deleted and declared again leaves such digests behind): the event stream has it all.
-          this.logger.info({ nextOffset: this.nextOffset, digestFrom: digest.firstOffset, streamTail: this.streamTail }, 'a digest beyond the event stream; reading the event stream from here');
+          this.logger.info({ nextOffset: this.nextOffset, digestFrom: range.first, streamTail: this.streamTail }, 'a digest beyond the event stream; reading the event stream from here');
           this.finishDigestReplay();
           continue;
         }
@@ -433,8 +430,13 @@ export class BrokerConsumer implements OnApplicationBootstrap {
         this.metrics.digests.inc({ outcome: 'skipped' });
         if (this.gapLoggedAt !== this.nextOffset) {
           this.gapLoggedAt = this.nextOffset;
-          this.logger.info({ nextOffset: this.nextOffset, digestFrom: digest.firstOffset }, 'gap in the digests; looking further for the digest that fills it');
+          this.logger.info({ nextOffset: this.nextOffset, digestFrom: range.first }, 'gap in the digests; looking further for the digest that fills it');
         }
+        continue;
+      }
+      const digest = decodeDigest(rec.body);
+      if (digest === undefined) {
+        this.invalidDigest(rec.body);
         continue;
       }
       this.metrics.digests.inc({ outcome: 'read' });
@@ -443,6 +445,11 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       this.processRecords(digest.buf, digest.firstOffset, digest.records, false, true);
       this.replayedFromDigests += Math.max(0, (this.nextOffset ?? before) - before);
     }
+  }
+
+  private invalidDigest(body: Buffer): void {
+    this.metrics.digests.inc({ outcome: 'invalid' });
+    this.logger.warn({ bytes: body.length }, 'not a digest in the replay stream; skipped');
   }
 
   /** Connect to a node, subscribe, read until the connection dies; then the next node, from the next offset. */
@@ -607,7 +614,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
       return;
     }
     this.digestQueue.push(body);
-    if (this.digestQueue.length >= DIGEST_QUEUE_PAUSE && this.stream !== undefined && !this.readerPaused && this.readerMayPause) this.pauseReader(this.stream);
+    if (this.digestQueue.length >= DIGEST_QUEUE_PAUSE && this.stream !== undefined && this.readerPauseTimer === undefined && this.readerMayPause) this.pauseReader(this.stream);
     this.pumpDigests();
   }
 
@@ -617,7 +624,6 @@ export class BrokerConsumer implements OnApplicationBootstrap {
    */
   private pauseReader(conn: StreamConnection): void {
     conn.pause();
-    this.readerPaused = true;
     this.readerPauseTimer = setTimeout(() => {
       this.logger.warn({ queued: this.digestQueue.length, pausedMs: DIGEST_PAUSE_MS }, 'digests still not confirmed; reading the event stream on');
       this.readerMayPause = false;
@@ -627,9 +633,9 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   }
 
   private resumeReader(): void {
-    if (!this.readerPaused) return;
-    this.readerPaused = false;
+    if (this.readerPauseTimer === undefined) return;
     clearTimeout(this.readerPauseTimer);
+    this.readerPauseTimer = undefined;
     this.stream?.resume();
   }
 
