@@ -32,6 +32,8 @@ interface Client {
 const clients: Client[] = [];
 let recordLatency = false;
 let latencies: number[] = [];
+/** When each latency sample's event was published (CLOCK_MONOTONIC ms), for the latency by second of the run. */
+let sentMs: number[] = [];
 const receivedByPort: Record<string, number> = {};
 let unexpected: Record<string, number> = {};
 let trackTimer: NodeJS.Timeout | undefined;
@@ -83,7 +85,9 @@ function account(c: Client, text: string): void {
       else c.maxSeq = seq;
     }
     if (j >= 0) {
-      latencies.push((nowNs - readNumber(text, j + SENT.length)) / 1e6);
+      const sent = readNumber(text, j + SENT.length);
+      latencies.push((nowNs - sent) / 1e6);
+      sentMs.push(sent / 1e6);
       j = text.indexOf(SENT, j + SENT.length);
     }
     i = text.indexOf(SEQ, i + SEQ.length);
@@ -252,6 +256,7 @@ async function churn(cmd: Extract<WorkerCommand, { cmd: 'churn' }>): Promise<voi
 function reset(record: boolean): void {
   recordLatency = record;
   latencies = [];
+  sentMs = [];
   unexpected = {};
   for (const k of Object.keys(receivedByPort)) delete receivedByPort[k];
   for (const c of clients) {
@@ -298,6 +303,7 @@ function collect(published: Record<string, number>): void {
   const reply: CollectResult = {
     ev: 'collected',
     latencyMs: latencies,
+    sentMs,
     channels,
     receivedByPort: { ...receivedByPort },
     unexpected,

@@ -217,9 +217,17 @@ function checked(r: PublishResult): PublishResult {
   return r;
 }
 
+/** The start of a latency run reported apart: a process that has served nothing yet runs cold code (issue 13). */
+const WARM_UP_MS = 2000;
+
 /** The merged delivery accounting of all workers. */
 export class Collected {
   latency: Distribution = distribution([]);
+  /** The latency of the events published in the first WARM_UP_MS of the run, and of those published after. */
+  latencyFirst: Distribution = distribution([]);
+  latencyAfter: Distribution = distribution([]);
+  /** p99 of the events published in each second of the run, in order (where the tail sits in time). */
+  p99BySecond: number[] = [];
   received = 0;
   frames = 0;
   duplicates = 0;
@@ -231,8 +239,10 @@ export class Collected {
   static merge(replies: CollectResult[]): Collected {
     const c = new Collected();
     const latencies: number[] = [];
+    const sent: number[] = [];
     for (const r of replies) {
       for (const v of r.latencyMs) latencies.push(v);
+      for (const v of r.sentMs) sent.push(v);
       for (const t of Object.values<ChannelTally>(r.channels)) {
         c.received += t.received;
         c.frames += t.frames;
@@ -244,6 +254,19 @@ export class Collected {
       addCounts(c.unexpected, r.unexpected);
     }
     c.latency = distribution(latencies);
+    let start = Infinity;
+    for (const t of sent) if (t < start) start = t;
+    const bySecond: number[][] = [];
+    const first: number[] = [];
+    const after: number[] = [];
+    latencies.forEach((v, i) => {
+      const at = sent[i] - start;
+      (bySecond[Math.floor(at / 1000)] ??= []).push(v);
+      (at < WARM_UP_MS ? first : after).push(v);
+    });
+    c.latencyFirst = distribution(first);
+    c.latencyAfter = distribution(after);
+    c.p99BySecond = Array.from(bySecond, (s) => distribution(s ?? []).p99);
     return c;
   }
 }

@@ -60,6 +60,8 @@ export interface CollectResult {
   ev: 'collected';
   /** Publish-to-receive latencies in ms (only while `recordLatency` was on). */
   latencyMs: number[];
+  /** Publication time of each latency sample (CLOCK_MONOTONIC ms), same order. */
+  sentMs: number[];
   channels: Record<string, ChannelTally>;
   /** Events received, per server port (for the multi-instance run). */
   receivedByPort: Record<string, number>;

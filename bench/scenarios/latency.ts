@@ -39,6 +39,11 @@ export async function latency(ctx: Context, kind: HubKind, instances = 1): Promi
     f.p90_ms = c.latency.p90;
     f.p99_ms = c.latency.p99;
     f.max_ms = c.latency.max;
+    f.p99_first_2s_ms = c.latencyFirst.p99;
+    f.max_first_2s_ms = c.latencyFirst.max;
+    f.p99_after_2s_ms = c.latencyAfter.p99;
+    f.max_after_2s_ms = c.latencyAfter.max;
+    f.p99_by_second_ms = c.p99BySecond.map((v) => v.toFixed(2)).join(' ');
     f.missing = c.missing;
     f.duplicates = c.duplicates;
     f.reordered = c.reordered;
