@@ -17,8 +17,13 @@ FROM node:20-bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
  && rm -rf /var/lib/apt/lists/*
+# MALLOC_MMAP_THRESHOLD_: glibc serves every allocation of 128 KiB or more with its own mmap, returned to the
+# system when freed. Without it glibc raises the threshold to the largest block freed so far, and the start-up
+# replay's 1 MiB digests and 128 KiB AMQP frames land in the heap between the history's long-lived slabs, where
+# their memory stays after they are freed: 199 -> 174 MB of RSS after replaying 200,000 events (issue 13).
 ENV NODE_ENV=production \
-    PORT=8001
+    PORT=8001 \
+    MALLOC_MMAP_THRESHOLD_=131072
 WORKDIR /app
 COPY package.json package-lock.json ./
 # --ignore-scripts: no dependency needs an install script (no native modules), and skipping them keeps

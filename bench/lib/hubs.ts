@@ -75,6 +75,8 @@ export class Hub {
       PATH: process.env.PATH,
       HOME: process.env.HOME,
       NODE_ENV: 'production',
+      // As the image and `npm start` run the service (Dockerfile); both hubs get it.
+      MALLOC_MMAP_THRESHOLD_: '131072',
       PORT: String(port),
       RABBITMQ_URL: opts.rabbitUrl,
       RABBITMQ_EXCHANGE: opts.exchange,

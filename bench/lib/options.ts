@@ -65,6 +65,7 @@ const HELP = `npm run bench -- [flags]
   --workers N            client processes (default 4)
   --connections LIST     capacity: connection counts held in turn (default 10000,19000)
   --connect-rate N       connects/s in capacity, latency, fanout set-up (default 1000)
+  --settle S             seconds a hub is left alone before idle RSS is read and after each ramp (default 5)
   --latency-rate N       latency: events/s (default 500)   --latency-seconds N (default 20)
   --fanout-seconds N     fanout: measured seconds per mode (default 15)
   --window N             fanout: events in flight per channel (default 10)
@@ -187,6 +188,9 @@ export function parseOptions(argv: string[]): Options {
         break;
       case '--connect-rate':
         o.connectRate = num(flag, v);
+        break;
+      case '--settle':
+        o.settleSeconds = num(flag, v);
         break;
       case '--latency-rate':
         o.latencyRate = num(flag, v);

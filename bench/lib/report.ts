@@ -59,6 +59,9 @@ const ROWS: Row[] = [
     label: 'idle RSS (MB)',
     target: (v, _b, s) => (s.mode === 'history' ? { target: '', pass: null } : atMost(80, 'MB')(v)),
   },
+  { scenario: 'capacity', key: 'idle_heap_total_mb', label: 'idle: V8 heap (MB)' },
+  { scenario: 'capacity', key: 'idle_array_buffers_mb', label: 'idle: ArrayBuffers (MB)' },
+  { scenario: 'capacity', key: 'idle_other_mb', label: 'idle: rest of the RSS (binary, malloc) (MB)' },
   { scenario: 'capacity', key: 'history_mb', label: 'history held, per /health (MB)' },
   {
     scenario: 'capacity',

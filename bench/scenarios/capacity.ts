@@ -19,6 +19,11 @@ export async function capacity(ctx: Context, kind: HubKind): Promise<Figures> {
     await sleep(opts.settleSeconds * 1000);
     const idle = rssKb(hub.pid);
     f.idle_rss_mb = idle / 1024;
+    // Where the idle RSS lies: V8's heap, the ArrayBuffers (frames, slabs), and the rest (the binary's pages, malloc).
+    const mem = (await hub.probeRead()).memory;
+    f.idle_heap_total_mb = mem.heapTotal / 2 ** 20;
+    f.idle_array_buffers_mb = mem.arrayBuffers / 2 ** 20;
+    f.idle_other_mb = (mem.rss - mem.heapTotal - mem.arrayBuffers) / 2 ** 20;
     const historyHeld = kind === 'service' ? historyBytes(await hub.health()) : undefined;
     if (historyHeld !== undefined) f.history_mb = historyHeld / 2 ** 20;
     const top = Math.max(...opts.connections);
