@@ -356,11 +356,14 @@ describe('logs (child process)', () => {
     for (const p of ['/health/', '/health/live', '/health/ready', '/metrics', '/metrics']) expect((await fetch(`${c.url}${p}`)).status).toBe(200);
     await stop(c);
     const start = c.output.findIndex((l) => l.includes('ansflow-realtime listening'));
-    const end = c.output.findIndex((l) => l.includes('signal received'));
     expect(start).toBeGreaterThanOrEqual(0);
-    expect(end).toBeGreaterThan(start);
-    // The child was probed on /health/live until it answered, then hit 25 times: none of it is in the log.
-    expect(c.output.slice(start + 1, end)).toEqual([]);
+    const after = c.output.slice(start + 1);
+    const shutdownLines = /"msg":"(signal received|shutting down: refusing upgrades, closing sockets with 1001|shutdown complete)"/;
+    expect(after.filter((l) => shutdownLines.test(l))).toHaveLength(3);
+    // The child was probed on /health/live until it answered, then hit 25 times: none of it is in the log. Only the
+    // shutdown's three lines come after the listening one, in any order: pino's writes to a pipe reach it out of
+    // order now and then ('signal received' after 'shutdown complete', with an earlier timestamp; 1 run in 8).
+    expect(after.filter((l) => !shutdownLines.test(l))).toEqual([]);
   });
 
   it('no token, publish key or signing key appears in any log line at LOG_LEVEL=trace', async () => {
