@@ -895,7 +895,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
  * one event (13.6 % of the live path's CPU in amqplib's writes, issue 13). A delivery on another channel first
  * settles the earlier one's.
  */
-class BatchedAcks {
+export class BatchedAcks {
   private pending: { ch: Channel; msg: ConsumeMessage } | undefined;
   private count = 0;
   private timer: NodeJS.Timeout | undefined;
