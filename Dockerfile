@@ -20,7 +20,7 @@ RUN apt-get update \
 # MALLOC_MMAP_THRESHOLD_: glibc serves every allocation of 128 KiB or more with its own mmap, returned to the
 # system when freed. Without it glibc raises the threshold to the largest block freed so far, and the start-up
 # replay's 1 MiB digests and 128 KiB AMQP frames land in the heap between the history's long-lived slabs, where
-# their memory stays after they are freed: 199 -> 174 MB of RSS after replaying 200,000 events (issue 13).
+# their memory stays after they are freed: idle RSS after replaying 200,000 events 186-199 -> 162 MB, median of 3 (issue 13).
 ENV NODE_ENV=production \
     PORT=8001 \
     MALLOC_MMAP_THRESHOLD_=131072

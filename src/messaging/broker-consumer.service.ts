@@ -97,7 +97,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private readonly markers = new Map<string, () => void>();
   private syncWaiters: Array<() => void> = [];
   private syncInFlight = false;
-  /** Valid messages the validator has not yet acknowledged (one `multiple` ack per turn, see ackValid). */
+  /** Valid messages the validator has not yet acknowledged (acknowledged together, see ackValid). */
   private readonly validAcks = new BatchedAcks(VALIDATOR_PREFETCH / 4);
   /** Records consumed and events published while handling the current chunk (metrics, added once per chunk). */
   private consumedInChunk = 0;
@@ -141,7 +141,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   private tailConsuming = false;
   private tailSetups = 0;
   private tailStartLogged = false;
-  /** The tail's deliveries not yet acknowledged (one `multiple` ack per turn: the consumer's credit). */
+  /** The tail's deliveries not yet acknowledged (acknowledged together: the consumer's credit). */
   private readonly tailAcks = new BatchedAcks(TAIL_PREFETCH / 4);
 
   constructor(
@@ -862,7 +862,7 @@ export class BrokerConsumer implements OnApplicationBootstrap {
   /**
    * Valid messages are acknowledged together (BatchedAcks), with one `multiple` ack: an ack frame per event was a
    * socket write per event on the live path. Not while a dead letter waits for its confirm: a
-   * `multiple` ack would settle that message too before its dead letter is safe, so those turns ack one by one.
+   * `multiple` ack would settle that message too before its dead letter is safe, so while one is out, valid messages are acked one by one.
    */
   private ackValid(ch: ConfirmChannel, msg: ConsumeMessage): void {
     if (this.inflight.size > 0) {
